@@ -1,0 +1,13 @@
+"""xtc: extreme compression of pre-trained transformers (XTC, NeurIPS 2022) as usable software."""
+
+__version__ = "0.1.0"
+
+from .distill import DistillConfig, Distiller, distillation_loss  # noqa: E402
+from .quantizers import (  # noqa: E402
+    binarize,
+    quantize_activations,
+    quantize_symmetric,
+    register_weight_quantizer,
+    ternarize,
+)
+from .surgery import XTCConfig, find_layers, layer_map, load_quantized, quantize_, reduce_layers  # noqa: E402

@@ -1,0 +1,194 @@
+"""Model surgery: ``quantize_(model, config)`` and ``reduce_layers(model, keep)``.
+
+The encoder's transformer blocks are found by structure (the ``nn.ModuleList`` of identical blocks
+inside the base model), so every encoder family transformers builds the usual way works; what is
+quantized inside a block is every ``nn.Linear`` (query/key/value, attention output, FFN up and
+down). The word embedding is quantized per row. Everything else (position and token-type
+embeddings, LayerNorm, biases, pooler, classifier) stays full precision (XTC-METHOD.md section 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from torch import nn
+
+from .modules import QuantEmbedding, QuantLinear
+from .quantizers import default_scheme, get_weight_quantizer
+
+# Families tested end to end; others with the same structure are accepted too.
+TESTED_FAMILIES = ("bert", "roberta")
+XTC_CONFIG_NAME = "xtc_config.json"
+
+
+@dataclass(frozen=True)
+class XTCConfig:
+    """What to quantize and how.
+
+    weight_bits: 1 (binary), 2 (ternary) or k >= 3 (symmetric); ``weight_scheme`` overrides the
+        scheme picked from the bits (any name in the quantizer registry).
+    activation_bits: bits of the inputs of quantized linears (per-token, dynamic), None = FP32.
+    groups: scales per linear weight matrix (1 = one per matrix, the paper's default).
+    quantize_embeddings: quantize the word embedding, one scale per row.
+    modules: names of linears (last name component, e.g. "query") to quantize; empty = every
+        linear inside the transformer blocks.
+    """
+
+    weight_bits: int = 1
+    activation_bits: Optional[int] = 8
+    groups: int = 1
+    quantize_embeddings: bool = True
+    weight_scheme: Optional[str] = None
+    modules: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        scheme = self.weight_scheme or default_scheme(self.weight_bits)
+        get_weight_quantizer(scheme)  # fails early on an unknown name
+        object.__setattr__(self, "weight_scheme", scheme)
+        object.__setattr__(self, "modules", tuple(self.modules))
+        if self.activation_bits is not None and not 2 <= self.activation_bits <= 16:
+            raise ValueError(f"activation_bits must be 2..16 or None, got {self.activation_bits}")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {self.groups}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["modules"] = list(self.modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "XTCConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown XTCConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, XTC_CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Optional["XTCConfig"]:
+        path = Path(directory, XTC_CONFIG_NAME)
+        return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def find_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer blocks, found by structure.
+
+    The longest ``nn.ModuleList`` whose entries are all of one class and each hold linears.
+    """
+    best = None
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            kinds = {type(m) for m in module}
+            if len(kinds) == 1 and any(isinstance(x, nn.Linear) for x in module[0].modules()):
+                if best is None or len(module) > len(best):
+                    best = module
+    if best is None:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise UnsupportedModelError(
+            f"cannot find the transformer layers of a {kind!r} model; supported families: "
+            f"{', '.join(TESTED_FAMILIES)} (and encoders built the same way)"
+        )
+    return best
+
+
+def _set_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:
+    old = find_layers(model)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new_layers)
+                return
+
+
+def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
+    """Replace, in place, the linears of every transformer block (and the word embedding) by
+    quantization-aware modules that keep the latent weights. Returns ``model`` for chaining."""
+    layers = find_layers(model)
+    for block in layers:
+        for parent in list(block.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear and (not config.modules or name in config.modules):
+                    setattr(parent, name, QuantLinear(child, config.weight_bits, config.weight_scheme,
+                                                      config.groups, config.activation_bits))
+    if config.quantize_embeddings:
+        emb = model.get_input_embeddings()
+        if type(emb) is nn.Embedding:
+            model.set_input_embeddings(QuantEmbedding(emb, config.weight_bits, config.weight_scheme))
+    if getattr(model, "config", None) is not None:
+        model.config.xtc = config.to_dict()  # travels with save_pretrained's config.json
+    return model
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(m, (QuantLinear, QuantEmbedding)) for m in model.modules())
+
+
+def quantized_modules(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
+
+
+def reduce_layers(model: nn.Module, keep: Sequence[int]) -> nn.Module:
+    """A new model whose transformer blocks are copies of ``model``'s blocks ``keep`` (0-based),
+    with embeddings, pooler and head copied too. ``model`` is left untouched.
+
+    The layer map is recorded in ``config.xtc_layer_map`` (student block i <- teacher block keep[i]),
+    which distillation uses to pair student and teacher layers.
+    """
+    n = len(find_layers(model))
+    keep = [int(i) for i in keep]
+    if not keep:
+        raise ValueError("--layers is empty: name at least one layer to keep, e.g. 1,3,5")
+    bad = [i for i in keep if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has {n} layers, numbered 0..{n - 1}")
+    if len(set(keep)) != len(keep):
+        raise ValueError(f"layers {keep} repeat an index; name each layer once")
+    student = copy.deepcopy(model)
+    layers = find_layers(student)
+    _set_layers(student, nn.ModuleList([layers[i] for i in keep]))
+    for new_index, block in enumerate(find_layers(student)):
+        for m in block.modules():  # transformers' attention modules know their own index (caches)
+            if hasattr(m, "layer_idx"):
+                m.layer_idx = new_index
+    cfg = student.config
+    previous = getattr(cfg, "xtc_layer_map", None) or list(range(n))
+    cfg.xtc_layer_map = [previous[i] for i in keep]
+    for attr in ("num_hidden_layers", "n_layers", "num_layers"):
+        if hasattr(cfg, attr):
+            setattr(cfg, attr, len(keep))
+            break
+    if hasattr(cfg, "layer_types") and isinstance(cfg.layer_types, list):
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+    return student
+
+
+def layer_map(model: nn.Module) -> list[int]:
+    """Teacher layer index for each student layer (identity without reduction)."""
+    stored = getattr(getattr(model, "config", None), "xtc_layer_map", None)
+    return list(stored) if stored else list(range(len(find_layers(model))))
+
+
+def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
+    """Load a checkpoint written by xtc (latent weights + ``config.xtc``) and re-apply quantize_.
+
+    A checkpoint without an ``xtc`` entry in its config loads as the plain full-precision model.
+    """
+    if model_class is None:
+        from transformers import AutoModelForSequenceClassification as model_class
+    model = model_class.from_pretrained(path, **kwargs)
+    stored = getattr(model.config, "xtc", None)
+    if stored:
+        quantize_(model, XTCConfig.from_dict(stored))
+    return model
