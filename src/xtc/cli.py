@@ -1,0 +1,184 @@
+"""The ``xtc`` command line: thin, it parses, calls the Python API and prints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Extreme compression (1-2 bit weights) of pre-trained transformers, XTC-style.")
+
+
+def _friendly_errors(fn):
+    """Known input problems end in one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import user_errors
+
+        try:
+            return fn(*args, **kwargs)
+        except user_errors() as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _parse_layers(layers: Optional[str]) -> Optional[list[int]]:
+    if not layers:
+        return None
+    try:
+        return [int(x) for x in layers.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}")
+
+
+def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed):
+    from dataclasses import replace
+
+    changes = dict(epochs=epochs, learning_rate=lr, batch_size=batch_size, max_steps=max_steps,
+                   eval_steps=eval_steps, max_length=max_length, seed=seed)
+    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+Epochs = typer.Option(None, help="training epochs of each stage (default: recipe's)")
+LR = typer.Option(None, "--lr", help="peak learning rate")
+BatchSize = typer.Option(None, help="training batch size")
+MaxSteps = typer.Option(None, help="stop after this many steps (overrides epochs)")
+EvalSteps = typer.Option(None, help="evaluate on dev every N steps (default: every epoch)")
+MaxLength = typer.Option(None, help="maximum sequence length in tokens")
+Seed = typer.Option(None, help="random seed")
+GlueDir = typer.Option(None, help="folder with the GLUE TSV layout (MRPC/, CoLA/, ...); default: the hub")
+
+
+@app.command()
+@_friendly_errors
+def compress(
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe (see recipes/); options below override it"),
+    model: Optional[str] = typer.Option(None, help="pre-trained model: local folder or hub name"),
+    task: Optional[str] = typer.Option(None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli"),
+    glue_dir: Optional[Path] = GlueDir,
+    teacher: Optional[str] = typer.Option(None, help="an already fine-tuned teacher (skips fine-tuning)"),
+    weight_bits: Optional[int] = typer.Option(None, help="1 = binary, 2 = ternary"),
+    activation_bits: Optional[int] = typer.Option(None, help="activation bits (0 = keep FP32)"),
+    fp32: bool = typer.Option(False, "--fp32", help="no quantization: layer reduction + KD only"),
+    layers: Optional[str] = typer.Option(None, help="teacher layers the student copies, e.g. 1,3,5"),
+    augment: Optional[Path] = typer.Option(None, help="augmented train.tsv (from `xtc augment`)"),
+    output: Path = typer.Option(..., help="run folder"),
+    epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
+    max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    teacher_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs of the teacher"),
+    resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
+    overwrite: bool = typer.Option(False, help="replace a finished run in --output"),
+):
+    """Fine-tune the teacher, optionally reduce layers, then quantize with distillation."""
+    from dataclasses import replace
+
+    from .pipeline import compress as run_compress
+    from .recipe import QuantConfig, Recipe, load_recipe
+
+    r = load_recipe(recipe) if recipe else Recipe()
+    r = replace(r, **{k: v for k, v in dict(
+        model=model, task=task, glue_dir=str(glue_dir) if glue_dir else None, teacher=teacher,
+        layers=_parse_layers(layers), train_file=str(augment) if augment else None, seed=seed).items()
+        if v is not None})
+    if fp32:
+        r = replace(r, quant=None)
+    elif weight_bits is not None or activation_bits is not None:
+        q = r.quant or QuantConfig()
+        r = replace(r, quant=replace(q, weight_bits=weight_bits if weight_bits is not None else q.weight_bits,
+                                     activation_bits=(q.activation_bits if activation_bits is None
+                                                      else (activation_bits or None))))
+    over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
+                             eval_steps=eval_steps, max_length=max_length, seed=None)
+    r = replace(r, reduce=over(r.reduce), qat=over(r.qat),
+                finetune=over(r.finetune, epochs=teacher_epochs if teacher_epochs is not None else epochs))
+    results = run_compress(r, output, resume=resume, overwrite=overwrite)
+    _print_summary(results)
+
+
+def _print_summary(results: dict) -> None:
+    m = results["main_metric"]
+    t, c = results["teacher"], results["compressed"]
+    typer.echo(f"\n{results['task']} dev {m}: teacher {t.get(m, float('nan')):.4f} | "
+               f"compressed (W{results['weight_bits']}A{results['activation_bits'] or 32}, "
+               f"{results['num_layers'] or 'all'} layers) {c.get(m, float('nan')):.4f}")
+    typer.echo(json.dumps({"teacher": t, "compressed": c}, indent=1))
+
+
+@app.command()
+@_friendly_errors
+def finetune(
+    model: str = typer.Option(..., help="pre-trained model: local folder or hub name"),
+    task: str = typer.Option(..., help="GLUE task"),
+    output: Path = typer.Option(..., help="stage folder (the model goes to OUTPUT/model)"),
+    glue_dir: Optional[Path] = GlueDir,
+    epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
+    max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    resume: bool = typer.Option(False, help="continue from the last checkpoint"),
+):
+    """Fine-tune a pre-trained model on a task (the teacher)."""
+    from .pipeline import finetune as run
+    from .recipe import Recipe
+
+    cfg = _train_overrides(Recipe().finetune, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
+    summary = run(model, task, output, str(glue_dir) if glue_dir else None, cfg, resume=resume)
+    typer.echo(json.dumps(summary["dev"], indent=1))
+
+
+@app.command()
+@_friendly_errors
+def distill(
+    teacher: str = typer.Option(..., help="fine-tuned teacher folder"),
+    task: str = typer.Option(..., help="GLUE task"),
+    output: Path = typer.Option(..., help="stage folder (the model goes to OUTPUT/model)"),
+    glue_dir: Optional[Path] = GlueDir,
+    student: Optional[str] = typer.Option(None, help="student to start from (default: a copy of the teacher)"),
+    layers: Optional[str] = typer.Option(None, help="copy these teacher layers into the student, e.g. 1,3,5"),
+    weight_bits: Optional[int] = typer.Option(None, help="quantize the student: 1 = binary, 2 = ternary"),
+    activation_bits: int = typer.Option(8, help="activation bits when quantizing (0 = FP32)"),
+    augment: Optional[Path] = typer.Option(None, help="augmented train.tsv"),
+    epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
+    max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    resume: bool = typer.Option(False, help="continue from the last checkpoint"),
+):
+    """Distil a teacher into a (layer-reduced, optionally quantized) student with one-stage KD."""
+    from .pipeline import distill as run
+    from .recipe import QuantConfig, Recipe
+
+    quant = QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None) if weight_bits else None
+    cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
+    summary = run(teacher, task, output, str(glue_dir) if glue_dir else None, student=student,
+                  layers=_parse_layers(layers), quant=quant, config=cfg,
+                  train_file=str(augment) if augment else None, resume=resume)
+    typer.echo(json.dumps(summary["dev"], indent=1))
+
+
+@app.command()
+@_friendly_errors
+def evaluate(
+    model_dir: str = typer.Argument(..., help="a checkpoint folder (e.g. RUN/quantized/model)"),
+    task: str = typer.Option(..., help="GLUE task"),
+    glue_dir: Optional[Path] = GlueDir,
+):
+    """Dev metrics of a checkpoint."""
+    from .pipeline import evaluate as run
+
+    typer.echo(json.dumps(run(model_dir, task, str(glue_dir) if glue_dir else None), indent=1))
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

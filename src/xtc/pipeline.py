@@ -1,0 +1,230 @@
+"""The XTC pipeline as stages: fine-tune the teacher, reduce layers + distil in FP32, quantize +
+distil from the original teacher. Each stage reads and writes a folder of the run, so any stage
+runs alone (``finetune``, ``distill``, ``evaluate``) or as part of ``compress``.
+
+Run folder::
+
+    RUN/config.yaml          the resolved recipe
+    RUN/teacher/             fine-tuned teacher (skipped when a teacher is given)
+    RUN/reduced/             FP32 layer-reduced student (only with layers)
+    RUN/quantized/           the compressed student
+    RUN/<stage>/model/       best dev checkpoint (transformers folder: from_pretrained loads it)
+    RUN/<stage>/log.jsonl    losses, learning rate and dev metrics
+    RUN/<stage>/stage.json   the stage's summary (written last: its presence means "done")
+    RUN/results.json         see README ("results.json")
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from . import __version__
+from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_split
+from .distill import DistillConfig
+from .io import write_json_atomic, write_text_atomic
+from .recipe import QuantConfig, Recipe
+from .surgery import XTCConfig, layer_map, load_quantized, quantize_, reduce_layers
+from .train import TrainConfig, train_stage
+
+
+class RunFolderError(ValueError):
+    pass
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def _load_model(name_or_path: str, task: TaskSpec):
+    """A sequence classifier for ``task`` (re-applying xtc quantization stored in its config)."""
+    kwargs = {"num_labels": task.num_labels}
+    if task.labels:
+        kwargs["id2label"] = dict(enumerate(task.labels))
+        kwargs["label2id"] = {lab: i for i, lab in enumerate(task.labels)}
+    else:
+        kwargs["problem_type"] = "regression"
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
+    try:
+        return load_quantized(name_or_path, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(
+            f"cannot load a transformers model from {name_or_path!r}: {first} "
+            "(pass a folder with config.json and weights, or a hub model name)"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _load_tokenizer(name_or_path: str):
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path!r}: {str(e).splitlines()[0]}") from None
+
+
+def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: int,
+              train_file: Optional[str] = None, with_train: bool = True):
+    """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s)."""
+    train = None
+    if with_train:
+        if train_file:
+            path = Path(train_file)
+            train_examples = read_split(task, path.parent.parent, path.stem) if path.suffix == ".tsv" else None
+            if train_examples is None:
+                raise RunFolderError(f"train file {train_file} must be a task TSV, e.g. AUG_DIR/MRPC/train.tsv")
+        else:
+            train_examples = load_split(task, "train", glue_dir)
+        train = TokenizedDataset(train_examples, tokenizer, max_length)
+    dev = {split: TokenizedDataset(load_split(task, split, glue_dir), tokenizer, max_length)
+           for split in task.dev_splits}
+    return train, dev
+
+
+def finetune(model: str, task: str | TaskSpec, output_dir: str | Path, glue_dir: Optional[str] = None,
+             config: TrainConfig = TrainConfig(warmup_epochs=0.1), train_file: Optional[str] = None,
+             resume: bool = False) -> dict:
+    """Stage 1: fine-tune ``model`` on the task (cross-entropy / MSE on labels). FP32."""
+    task = get_task(task) if isinstance(task, str) else task
+    torch.manual_seed(config.seed)
+    tokenizer = _load_tokenizer(model)
+    net = _load_model(model, task)
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file)
+    return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, resume=resume)
+
+
+def distill(teacher: str, task: str | TaskSpec, output_dir: str | Path, glue_dir: Optional[str] = None,
+            student: Optional[str] = None, layers: Optional[Sequence[int]] = None,
+            quant: Optional[QuantConfig] = None, config: TrainConfig = TrainConfig(),
+            distill_config: DistillConfig = DistillConfig(), train_file: Optional[str] = None,
+            resume: bool = False) -> dict:
+    """Distil ``teacher`` into a student: the teacher itself (default), a given ``student``
+    folder, or (with ``layers``) a copy of the chosen layers; quantized when ``quant`` is given.
+
+    The student is trained with one-stage KD (no labels unless ``distill_config.label_weight``).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    torch.manual_seed(config.seed)
+    tokenizer = _load_tokenizer(teacher)
+    teacher_model = _load_model(teacher, task)
+    if student is not None:
+        net = _load_model(student, task)
+    else:
+        net = _load_model(teacher, task)  # a fresh copy; the teacher object stays untouched
+    if layers:
+        net = reduce_layers(net, layers)
+    if quant is not None:
+        quantize_(net, XTCConfig(weight_bits=quant.weight_bits, activation_bits=quant.activation_bits,
+                                 groups=quant.groups, quantize_embeddings=quant.quantize_embeddings,
+                                 weight_scheme=quant.weight_scheme))
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file)
+    return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, teacher=teacher_model,
+                       layer_map=layer_map(net), distill_config=distill_config, resume=resume)
+
+
+@torch.no_grad()
+def evaluate(model_dir: str, task: str | TaskSpec, glue_dir: Optional[str] = None, batch_size: int = 128,
+             max_length: int = 128) -> dict[str, dict[str, float]]:
+    """Dev metrics of a checkpoint (quantized or not), per dev split."""
+    task = get_task(task) if isinstance(task, str) else task
+    tokenizer = _load_tokenizer(model_dir)
+    net = _load_model(model_dir, task).eval()
+    _, dev = load_data(task, tokenizer, glue_dir, max_length, with_train=False)
+    collate = make_collator(tokenizer)
+    results = {}
+    for split, dataset in dev.items():
+        logits, labels = [], []
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            labels.append(batch.pop("labels"))
+            logits.append(net(**batch).logits)
+        results[split] = compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
+    return results
+
+
+def _stage_done(stage_dir: Path) -> Optional[dict]:
+    import json
+
+    marker = stage_dir / "stage.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def prepare_run_folder(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a finished run or silently mix with a half-finished one."""
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(output_dir)
+        elif (output_dir / "results.json").exists() and not resume:
+            raise RunFolderError(f"{output_dir} already holds a finished run; pass --overwrite to replace it")
+        elif not resume and not (output_dir / "results.json").exists():
+            raise RunFolderError(
+                f"{output_dir} holds an unfinished run; pass --resume to continue it or --overwrite to start over"
+            )
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
+    """The whole pipeline; returns (and writes) ``results.json``."""
+    output_dir = Path(output_dir)
+    task = get_task(recipe.task)
+    prepare_run_folder(output_dir, resume, overwrite)
+    write_text_atomic(output_dir / "config.yaml", recipe.to_yaml())
+    start = time.time()
+    stages: dict[str, dict] = {}
+
+    def run(name: str, fn, **kwargs) -> dict:
+        stage_dir = output_dir / name
+        done = _stage_done(stage_dir) if resume else None
+        stages[name] = done or fn(output_dir=stage_dir, resume=resume, **kwargs)
+        return stages[name]
+
+    common = dict(task=task, glue_dir=recipe.glue_dir, train_file=recipe.train_file)
+    with_seed = lambda cfg: TrainConfig(**{**cfg.__dict__, "seed": recipe.seed})  # noqa: E731
+    if recipe.teacher:
+        teacher_dir = recipe.teacher
+        stages["teacher"] = {"dev": evaluate(teacher_dir, task, recipe.glue_dir)[task.dev_splits[0]],
+                             "given": teacher_dir}
+    else:
+        run("teacher", finetune, model=recipe.model, config=with_seed(recipe.finetune), **common)
+        teacher_dir = str(output_dir / "teacher" / "model")
+    student = None
+    if recipe.layers:
+        run("reduced", distill, teacher=teacher_dir, layers=recipe.layers, quant=None,
+            config=with_seed(recipe.reduce), distill_config=recipe.distill, **common)
+        student = str(output_dir / "reduced" / "model")
+    final_stage = "reduced" if recipe.quant is None else "quantized"
+    if recipe.quant is not None:
+        run("quantized", distill, teacher=teacher_dir, student=student, quant=recipe.quant,
+            config=with_seed(recipe.qat), distill_config=recipe.distill, **common)
+    final = stages.get(final_stage) or stages["teacher"]
+    results = {
+        "task": task.name,
+        "metric_names": list(task.metrics),
+        "main_metric": task.main_metric,
+        "teacher": _flat_dev(stages["teacher"]),
+        "compressed": _flat_dev(final),
+        "weight_bits": recipe.quant.weight_bits if recipe.quant else 32,
+        "activation_bits": (recipe.quant.activation_bits if recipe.quant else None),
+        "layers": recipe.layers,
+        "num_layers": len(recipe.layers) if recipe.layers else None,
+        "steps": {k: v.get("steps") for k, v in stages.items() if "steps" in v},
+        "epochs": {k: v.get("epochs") for k, v in stages.items() if "epochs" in v},
+        "train_wall_s": {k: v.get("train_wall_s") for k, v in stages.items() if "train_wall_s" in v},
+        "wall_s": round(time.time() - start, 1),
+        "model_dir": str(output_dir / final_stage / "model") if final is not stages["teacher"] else teacher_dir,
+        "xtc_version": __version__,
+    }
+    write_json_atomic(output_dir / "results.json", results)
+    return results
+
+
+def _flat_dev(stage: dict) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in stage["dev"].items()}

@@ -1,0 +1,196 @@
+"""Training: transformers' Trainer wired to XTC's distillation. No algorithm lives here.
+
+``train_stage`` runs one stage (plain fine-tuning when ``teacher`` is None, knowledge
+distillation otherwise) with AdamW, linear warm-up and decay, gradient clipping, dev evaluation
+every N steps with the best checkpoint kept, resumable checkpoints, progress bars and a JSON-lines
+log of losses and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
+from .distill import DistillConfig, Distiller
+from .io import write_json_atomic
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training stage (XTC-METHOD.md section 5)."""
+
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup_epochs: float = 1.0  # linear warm-up length, in epochs (fractions allowed)
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = 1.0
+    eval_steps: Optional[int] = None  # None: evaluate at the end of every epoch
+    logging_steps: int = 10
+    max_length: int = 128
+    pad_to_max_length: bool = False  # True pads every batch to max_length, as the reference does
+    group_by_length: bool = False
+    seed: int = 42
+
+
+class JsonLinesLog(TrainerCallback):
+    """Appends every log record (losses, learning rate, dev metrics) to ``log.jsonl``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class XTCTrainer(Trainer):
+    """Trainer whose training loss is XTC's KD loss when a teacher is given.
+
+    Evaluation never runs the teacher: in eval mode the student's own outputs are returned.
+    """
+
+    def __init__(self, *args, teacher=None, layer_map: Sequence[int] = (), distill_config=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distiller = None
+        if teacher is not None:
+            teacher.to(self.args.device)
+            self.distiller = Distiller(teacher, self.model, layer_map, distill_config or DistillConfig())
+        self._parts = defaultdict(float)
+        self._parts_count = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.distiller is None or not model.training:
+            outputs = model(**inputs)
+            loss = outputs.loss
+        else:
+            self.distiller.student = model  # the (possibly wrapped) model being trained
+            loss, outputs, parts = self.distiller(**inputs)
+            for k, v in parts.items():
+                self._parts[k] += v
+            self._parts_count += 1
+        if model.training and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {float(loss)} at step {self.state.global_step + 1}; stopped, the last good "
+                f"checkpoint is kept in {self.args.output_dir} (try a lower learning rate)"
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, *args, **kwargs):
+        if self._parts_count and "loss" in logs:  # add the mean of each KD term since the last log
+            for k, v in self._parts.items():
+                logs[f"loss_{k}"] = round(v / self._parts_count, 6)
+            self._parts.clear()
+            self._parts_count = 0
+        super().log(logs, *args, **kwargs)
+
+
+def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
+    return dev if len(dev) > 1 else next(iter(dev.values()))
+
+
+def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
+                dev_sets: dict[str, TokenizedDataset], output_dir: Path, config: TrainConfig,
+                teacher=None, layer_map: Sequence[int] = (), distill_config: DistillConfig | None = None,
+                resume: bool = False) -> dict:
+    """Train ``model`` and leave its best dev checkpoint in ``output_dir/model``.
+
+    Returns a summary: best dev metrics, steps, epochs, wall time.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
+    eval_steps = config.eval_steps or steps_per_epoch
+    # the selection metric of a task with two dev sets (MNLI) is the first one's
+    prefix = f"{next(iter(dev_sets))}_" if len(dev_sets) > 1 else ""
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        adam_epsilon=config.adam_epsilon,
+        max_grad_norm=config.max_grad_norm,
+        max_steps=total_steps,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,  # with load_best_model_at_end this keeps the best and the latest
+        load_best_model_at_end=True,
+        metric_for_best_model=prefix + task.main_metric,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        group_by_length=config.group_by_length,
+        report_to=[],
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    log_path = output_dir / "log.jsonl"
+    trainer = XTCTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=_dev_sets(task, dev_sets),
+        data_collator=make_collator(tokenizer, max_length=config.max_length if config.pad_to_max_length else None),
+        processing_class=tokenizer,
+        compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
+        callbacks=[JsonLinesLog(log_path)],
+        teacher=teacher,
+        layer_map=layer_map,
+        distill_config=distill_config,
+    )
+    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
+    start = time.time()
+    trainer.train(resume_from_checkpoint=bool(resume and checkpoints) or None)
+    wall = time.time() - start
+    final = trainer.evaluate()  # the best checkpoint, reloaded by load_best_model_at_end
+    model_dir = output_dir / "model"
+    trainer.save_model(str(model_dir))
+    summary = {
+        "dev": {k[len("eval_"):]: v for k, v in final.items()
+                if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "loss", "epoch"))},
+        "best_step": _best_step(trainer),
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.global_step / steps_per_epoch, 3),
+        "train_wall_s": round(wall, 1),
+        "config": asdict(config),
+    }
+    write_json_atomic(output_dir / "stage.json", summary)
+    return summary
+
+
+def _best_step(trainer) -> Optional[int]:
+    ckpt = trainer.state.best_model_checkpoint
+    return int(ckpt.rsplit("-", 1)[-1]) if ckpt else None
+
+
+def set_threads_from_env() -> None:
+    """Respect XTC_NUM_THREADS (tests and benchmarks pin it to share the machine fairly)."""
+    n = os.environ.get("XTC_NUM_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

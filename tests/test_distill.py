@@ -1,0 +1,77 @@
+import math
+
+import pytest
+import torch
+from conftest import tiny_bert
+
+import xtc
+from xtc.distill import (
+    DistillConfig,
+    Distiller,
+    attention_loss,
+    capture_attention_scores,
+    hidden_loss,
+    prediction_loss,
+)
+
+
+def test_soft_cross_entropy_hand_computed():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])  # teacher probabilities 0.75 / 0.25
+    # -(0.75 log 0.5 + 0.25 log 0.5) = log 2
+    assert prediction_loss(s, t).item() == pytest.approx(math.log(2))
+    assert prediction_loss(s, t, averaging="reference").item() == pytest.approx(math.log(2) / 2)
+    # regression: MSE
+    assert prediction_loss(torch.tensor([[1.0]]), torch.tensor([[3.0]])).item() == pytest.approx(4.0)
+
+
+def test_attention_loss_ignores_padding_and_maps_layers():
+    mask = torch.tensor([[1, 1, 0]])
+    s = [torch.zeros(1, 1, 3, 3)]
+    t = [torch.full((1, 1, 3, 3), 9.0), torch.ones(1, 1, 3, 3)]
+    t[1][..., 2] = 100.0  # padded key column: ignored
+    t[1][..., 2, :] = 100.0  # padded query row: ignored
+    # student layer 0 <- teacher layer 1: real positions all differ by 1 -> MSE 1
+    assert attention_loss(s, t, [1], mask).item() == pytest.approx(1.0)
+    # reference averaging: masked entries are zero in both; mean over all 9 entries -> 4/9
+    assert attention_loss(s, t, [1], mask, averaging="reference").item() == pytest.approx(4 / 9)
+
+
+def test_hidden_loss_sums_embeddings_and_mapped_layers():
+    mask = torch.tensor([[1, 0]])
+    s = [torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)]
+    t = [torch.ones(1, 2, 2), torch.full((1, 2, 2), 5.0), torch.full((1, 2, 2), 2.0)]
+    t[2][0, 1] = 50.0  # padded token: ignored
+    # embeddings: 1 ; student layer 0 <- teacher layer 1 (hidden index 2): 4
+    assert hidden_loss(s, t, [1], mask).item() == pytest.approx(5.0)
+
+
+def test_captured_scores_are_pre_softmax_and_outputs_unchanged():
+    model = tiny_bert(layers=2)
+    ids = torch.randint(0, 1000, (2, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    ref = model(input_ids=ids, attention_mask=mask, output_attentions=False).logits
+    with capture_attention_scores(model) as scores:
+        out = model(input_ids=ids, attention_mask=mask)
+    assert torch.allclose(out.logits, ref, atol=1e-6)
+    assert len(scores) == 2 and scores[0].shape == (2, 4, 5, 5)
+    # softmax of the scores over the real keys gives the probabilities eager attention returns
+    probs = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions[0]
+    masked = scores[0].masked_fill(mask[:, None, None, :] == 0, float("-inf"))
+    assert torch.allclose(masked.softmax(-1), probs, atol=1e-6)
+
+
+def test_distiller_loss_is_zero_for_identical_student_and_backprops():
+    teacher = tiny_bert(layers=2)
+    student = xtc.reduce_layers(teacher, [0, 1])
+    ids = torch.randint(0, 1000, (2, 6))
+    loss, _, parts = Distiller(teacher, student, [0, 1])(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert loss.item() < 1e-9 + parts["pred"]  # only the soft-CE (entropy of the teacher) remains
+    assert parts["att"] < 1e-10 and parts["hid"] < 1e-10
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
+    loss, _, parts = Distiller(teacher, student, [0, 1], DistillConfig(label_weight=1.0))(
+        input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1]))
+    assert parts["att"] > 0 and "label" in parts
+    loss.backward()
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())

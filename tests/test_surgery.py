@@ -1,0 +1,101 @@
+import pytest
+import torch
+from conftest import tiny_bert
+from torch import nn
+
+import xtc
+from xtc.modules import QuantEmbedding, QuantLinear
+from xtc.surgery import UnsupportedModelError, quantized_modules
+
+
+def test_quantize_replaces_exactly_the_xtc_modules_and_keeps_latent_weights():
+    model = tiny_bert(layers=3)
+    before = {n: p for n, p in model.named_parameters()}
+    q_weight = model.bert.encoder.layer[0].attention.self.query.weight
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1))
+    quant = quantized_modules(model)
+    linears = [n for n, m in quant.items() if isinstance(m, QuantLinear)]
+    # 6 linears per layer: query, key, value, attention output, FFN up, FFN down
+    assert len(linears) == 3 * 6
+    assert {n.split(".")[-1] for n in linears} == {"query", "key", "value", "dense"}
+    assert isinstance(model.bert.embeddings.word_embeddings, QuantEmbedding)
+    # full precision: pooler, classifier, position/token-type embeddings
+    assert type(model.bert.pooler.dense) is nn.Linear and type(model.classifier) is nn.Linear
+    assert type(model.bert.embeddings.position_embeddings) is nn.Embedding
+    # the latent weights are the very same parameters, under the same names
+    assert model.bert.encoder.layer[0].attention.self.query.weight is q_weight
+    assert {n: p for n, p in model.named_parameters()} == before
+
+
+def test_quantized_forward_uses_quantized_weights():
+    model = tiny_bert(layers=1)
+    x = torch.randn(2, 5, 32)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, activation_bits=None))
+    lin = model.bert.encoder.layer[0].attention.self.query
+    assert isinstance(lin, QuantLinear)
+    expected = x @ xtc.binarize(lin.weight).T + lin.bias
+    assert torch.allclose(lin(x), expected, atol=1e-6)
+
+
+def test_quantized_embedding_matches_table_quantization():
+    model = tiny_bert(layers=1)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=2))
+    emb = model.bert.embeddings.word_embeddings
+    ids = torch.tensor([[1, 5, 7], [0, 0, 3]])
+    assert torch.allclose(emb(ids), emb.quantized_weight()[ids])
+
+
+def test_quantized_checkpoint_round_trips(tmp_path):
+    model = tiny_bert(layers=2)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=2, activation_bits=8))
+    model.save_pretrained(tmp_path)
+    loaded = xtc.load_quantized(tmp_path).eval()
+    ids = torch.randint(0, 1000, (2, 6))
+    assert len(quantized_modules(loaded)) == len(quantized_modules(model))
+    assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_reduce_layers_copies_exactly_the_chosen_layers_and_leaves_teacher_alone():
+    teacher = tiny_bert(layers=6)
+    snapshot = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = xtc.reduce_layers(teacher, [1, 3, 5])
+    assert len(student.bert.encoder.layer) == 3 and student.config.num_hidden_layers == 3
+    assert len(teacher.bert.encoder.layer) == 6 and teacher.config.num_hidden_layers == 6
+    for i, t in enumerate([1, 3, 5]):
+        s_state = student.bert.encoder.layer[i].state_dict()
+        t_state = teacher.bert.encoder.layer[t].state_dict()
+        assert all(torch.equal(s_state[k], t_state[k]) for k in t_state)
+        assert student.bert.encoder.layer[i].attention.self.query.weight is not \
+            teacher.bert.encoder.layer[t].attention.self.query.weight
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    assert xtc.layer_map(student) == [1, 3, 5]
+    # training the student does not touch the teacher
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(v, snapshot[k]) for k, v in teacher.state_dict().items())
+    # a second reduction composes the map
+    assert xtc.layer_map(xtc.reduce_layers(student, [0, 2])) == [1, 5]
+
+
+@pytest.mark.parametrize("keep, msg", [([0, 6], "out of range"), ([1, 1], "repeat"), ([], "empty")])
+def test_bad_input_layers(keep, msg):
+    with pytest.raises(ValueError, match=msg):
+        xtc.reduce_layers(tiny_bert(layers=6), keep)
+
+
+def test_bad_input_unsupported_model_names_supported_families():
+    with pytest.raises(UnsupportedModelError, match="bert"):
+        xtc.quantize_(nn.Sequential(nn.Linear(2, 2)), xtc.XTCConfig())
+
+
+def test_roberta_is_supported():
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    cfg = RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = RobertaForSequenceClassification(cfg)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1))
+    assert len([m for m in quantized_modules(model).values() if isinstance(m, QuantLinear)]) == 12
+    student = xtc.reduce_layers(model, [1])
+    assert len(student.roberta.encoder.layer) == 1
