@@ -124,7 +124,8 @@ _LAYOUTS = {
                      "sentence2", "score"), "sentence1", "sentence2", "score", "sentence1", "sentence2"),
     # MNLI train layout; dev files add label1..label5 before gold_label, and columns are found by name.
     "mnli": _Layout(("index", "promptID", "pairID", "genre", *_MNLI_PARSES, "sentence1", "sentence2",
-                     "label1", "gold_label"), "sentence1", "sentence2", "gold_label", "premise", "hypothesis"),
+                     "label1", "gold_label"), "sentence1", "sentence2", "gold_label",
+                    "premise", "hypothesis"),
     "qnli": _Layout(("index", "question", "sentence", "label"), "question", "sentence", "label",
                     "question", "sentence"),
     "rte": _Layout(("index", "sentence1", "sentence2", "label"), "sentence1", "sentence2", "label",
@@ -169,7 +170,8 @@ def read_split(task: TaskSpec | str, glue_dir: str | Path, split: str) -> list[E
     if not folder.is_dir():
         found = sorted(p.name for p in glue_dir.iterdir() if p.is_dir())
         # a common slip: pointing at the task folder itself instead of its parent
-        slip = f" ({glue_dir} looks like a task folder: use its parent)" if (glue_dir / f"{stem}.tsv").exists() else ""
+        slip = (f" ({glue_dir} looks like a task folder: use its parent)"
+                if (glue_dir / f"{stem}.tsv").exists() else "")
         raise DataError(f"{glue_dir} has no {task.dir_name}/ folder (found: {', '.join(found) or 'nothing'})"
                         f"{slip}; {hint}")
     path = folder / f"{stem}.tsv"
@@ -214,6 +216,8 @@ def _read(task: TaskSpec, path: Path) -> tuple[list[Example], bool]:
                         "re-save the file as UTF-8") from None
     except csv.Error as err:
         raise DataError(f"{path}:{rows.line_num}: unreadable row ({err}); fix or remove that line") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err.strerror or err}); check the path") from None
     if not examples:
         raise DataError(f"{path}: no examples (the file is empty or holds only a header); "
                         "use a complete GLUE file")
@@ -230,7 +234,8 @@ def _column_picker(task: TaskSpec, first_row: list[str], path: Path):
     for name in (layout.text_a, layout.text_b):
         if name is not None and name not in where:
             raise DataError(f"{path}:1: header has no {name!r} column (got {' | '.join(header)!r}); "
-                            f"expected the original GLUE {task.dir_name} layout: {' | '.join(layout.columns)!r}")
+                            f"expected the original GLUE {task.dir_name} layout: "
+                            f"{' | '.join(layout.columns)!r}")
     a = where[layout.text_a]
     b = where[layout.text_b] if layout.text_b is not None else None
     y = where.get(layout.label)  # absent in test files
@@ -294,14 +299,14 @@ def load_split(task: TaskSpec | str, split: str, glue_dir: str | Path | None = N
     except Exception as err:  # network, offline mode, cache: any failure means "no hub data"
         reason = (str(err).splitlines() or [""])[0]
         raise DataError(f"cannot load {where} from the hub ({type(err).__name__}: {reason}); "
-                        "check the network / HF_HUB_OFFLINE, or pass --glue-dir pointing at a GLUE data folder"
-                        ) from err
+                        "check the network / HF_HUB_OFFLINE, or pass --glue-dir pointing at a GLUE data "
+                        "folder") from err
     layout = _LAYOUTS[task.name]
     examples = []
     for row in rows:
         label = row.get("label")
-        # the hub marks unlabeled (test) rows with -1
-        if label is None or (task.labels is not None and label < 0):
+        # the hub marks unlabeled (test) rows with -1, also for stsb (whose scores are 0..5)
+        if label is None or label < 0:
             label = None
         else:
             label = float(label) if task.is_regression else int(label)
@@ -340,7 +345,8 @@ def write_split(task: TaskSpec | str, examples: Sequence[Example], path: str | P
             fields[layout.text_a] = _one_line(ex.text_a)
             if layout.text_b is not None:
                 if ex.text_b is None:
-                    raise DataError(f"{path}: example {i} has no text_b, but {task.name} is a sentence-pair task")
+                    raise DataError(f"{path}: example {i} has no text_b, but {task.name} is a "
+                                    "sentence-pair task; give every example both texts")
                 fields[layout.text_b] = _one_line(ex.text_b)
             fields[layout.label] = _format_label(task, ex.label, path, i)
             writer.writerow(fields.values())
@@ -359,7 +365,8 @@ def _format_label(task: TaskSpec, label, path: Path, i: int) -> str:
     if task.labels is None:
         return repr(float(label))  # repr round-trips the float exactly
     if not 0 <= int(label) < len(task.labels):
-        raise DataError(f"{path}: example {i} has label {label}, but {task.name} has labels 0..{len(task.labels) - 1}")
+        raise DataError(f"{path}: example {i} has label {label}, but {task.name} has labels "
+                        f"0..{len(task.labels) - 1}; fix the label or the task")
     return task.labels[int(label)]
 
 
@@ -386,7 +393,8 @@ def compute_metrics(task: TaskSpec | str, predictions, labels) -> dict[str, floa
         raise ValueError(f"{task.name}: {predictions.shape[0]} predictions for {labels.shape[0]} labels")
     funcs = {
         "accuracy": lambda: accuracy_score(labels, predictions),
-        "f1": lambda: f1_score(labels, predictions, zero_division=0.0),  # no positive prediction: 0, no warning
+        # zero_division=0.0: no positive prediction gives f1 0 without a warning
+        "f1": lambda: f1_score(labels, predictions, zero_division=0.0),
         "mcc": lambda: matthews_corrcoef(labels, predictions),
         "pearson": lambda: _correlation(pearsonr, predictions, labels),
         "spearmanr": lambda: _correlation(spearmanr, predictions, labels),
@@ -423,7 +431,8 @@ class TokenizedDataset(torch.utils.data.Dataset):
         text_a = [e.text_a for e in self.examples]
         text_b = [e.text_b for e in self.examples] if any(pairs) else None
         # explicit padding=False: tokenizer.json files may carry a saved padding setting
-        self.encodings = dict(tokenizer(text_a, text_b, truncation=True, max_length=max_length, padding=False))
+        encodings = tokenizer(text_a, text_b, truncation=True, max_length=max_length, padding=False)
+        self.encodings = dict(encodings)
         self.lengths = [len(ids) for ids in self.encodings["input_ids"]]
 
     def __len__(self) -> int:

@@ -26,7 +26,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from . import __version__
-from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_split
+from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_tsv
 from .distill import DistillConfig
 from .io import write_json_atomic, write_text_atomic
 from .recipe import QuantConfig, Recipe
@@ -76,13 +76,7 @@ def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: in
     """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s)."""
     train = None
     if with_train:
-        if train_file:
-            path = Path(train_file)
-            train_examples = read_split(task, path.parent.parent, path.stem) if path.suffix == ".tsv" else None
-            if train_examples is None:
-                raise RunFolderError(f"train file {train_file} must be a task TSV, e.g. AUG_DIR/MRPC/train.tsv")
-        else:
-            train_examples = load_split(task, "train", glue_dir)
+        train_examples = read_tsv(task, train_file) if train_file else load_split(task, "train", glue_dir)
         train = TokenizedDataset(train_examples, tokenizer, max_length)
     dev = {split: TokenizedDataset(load_split(task, split, glue_dir), tokenizer, max_length)
            for split in task.dev_splits}

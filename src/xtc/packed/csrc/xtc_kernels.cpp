@@ -1,0 +1,481 @@
+// xtc packed kernels: linear layers computed straight from 1-bit (binary) and 2-bit (ternary)
+// weights with 8-bit per-token activations, on CPU.
+//
+//   y[m, n] = s[m] * alpha[n] * sum_k q[m, k] * w[n, k] + bias[n]
+//
+// q: int8 activation codes of token m (s = 2 max|x| / 256, as xtc.quantizers.quantize_activations),
+// w: weight codes in {-1, +1} (binary) or {-1, 0, +1} (ternary), alpha: per-output scale.
+//
+// The integer dot products use the VNNI instruction vpdpbusd (unsigned 8-bit x signed 8-bit,
+// 4 products summed into each int32 lane). Activations are therefore stored as u = q + 128 (u8),
+// and the extra 128 * sum_k w[n, k] is subtracted at the end (colsum128, precomputed at load).
+//
+// Weight layout ("tile layout", built once at load time by xtc.packed.kernels.prepare_weights):
+// outputs are cut into tiles of 16 rows, the reduction dimension into steps of 4. One step of one
+// tile is 16 x 4 = 64 weights = one 64-bit mask whose bit j is (row 16t + j/4, column 4k + j%4).
+// That is exactly the byte order vpdpbusd wants (byte j of the weight vector feeds int32 lane j/4),
+// so expanding a mask to 64 signed bytes is one masked blend, and no horizontal sums are needed.
+// Binary: one plane (bit = 1 means +1). Ternary: two planes (nonzero, negative): 2 bits/weight.
+//
+// Activations are re-packed per call into blocks of MR tokens: block[k4][r] is the 4 bytes
+// (columns 4k4..4k4+3) of token r, so the micro-kernel reads them with one 32-bit broadcast.
+//
+// Three code paths chosen at run time (cpuid): AVX-512 VNNI, AVX2, portable scalar. Each is
+// compiled with a function-level target attribute, so one build runs on any x86-64 CPU and the
+// build cache can be shared between machines. XTC_KERNEL_ISA=scalar|avx2|avx512 (or set_isa)
+// forces a path (tests run all three).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define XTC_X86 1
+#include <immintrin.h>
+#else
+#define XTC_X86 0
+#endif
+
+namespace {
+
+enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+
+int detect_isa() {
+#if XTC_X86 && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vnni"))
+    return ISA_AVX512;
+  if (__builtin_cpu_supports("avx2")) return ISA_AVX2;
+#endif
+  return ISA_SCALAR;
+}
+
+const int kHostIsa = detect_isa();
+int g_isa = -1;  // -1: not decided yet (environment variable read on first use)
+
+int active_isa() {
+  if (g_isa < 0) {
+    g_isa = kHostIsa;
+    if (const char* env = std::getenv("XTC_KERNEL_ISA")) {
+      std::string e(env);
+      if (e == "scalar") g_isa = ISA_SCALAR;
+      else if (e == "avx2") g_isa = std::min(kHostIsa, (int)ISA_AVX2);
+    }
+  }
+  return g_isa;
+}
+
+// Tokens per activation block: the AVX-512 micro-kernel keeps MR x 2 tiles of accumulators in
+// 24 of its 32 zmm registers; AVX2 has 16 ymm registers and keeps 4 x 2 halves.
+int block_rows(int isa) { return isa == ISA_AVX512 ? 12 : 4; }
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ------------------------------------------------------------------------------------------
+// Activation quantization, bit-compatible with xtc.quantizers.quantize_activations:
+// s = (2 * max|x|) / 256, q = clamp(round_half_even(x / s), -128, 127); a zero row gives q = 0.
+// Division (not multiplication by 1/s) so that ties round exactly as torch does.
+// ------------------------------------------------------------------------------------------
+inline float row_scale(float amax) { return (2.0f * amax) / 256.0f; }
+
+void quantize_row_scalar(const float* x, int64_t K, uint8_t* u, float* s_out) {
+  float amax = 0.f;
+  for (int64_t k = 0; k < K; ++k) amax = std::fmax(amax, std::fabs(x[k]));
+  float s = row_scale(amax);
+  float d = s > 0.f ? s : 1.f;
+  for (int64_t k = 0; k < K; ++k) {
+    float v = std::nearbyint(x[k] / d);  // default rounding mode: to nearest, ties to even
+    v = std::fmin(std::fmax(v, -128.f), 127.f);  // fmin/fmax also map NaN to a bound
+    u[k] = (uint8_t)((int)v + 128);
+  }
+  *s_out = s;
+}
+
+#if XTC_X86
+__attribute__((target("avx512f,avx512bw"))) void quantize_row_avx512(const float* x, int64_t K,
+                                                                       uint8_t* u, float* s_out) {
+  __m512 vmax = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+  if (k < K) {
+    __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + k)));
+  }
+  float amax = _mm512_reduce_max_ps(vmax);
+  if (std::isnan(amax)) { quantize_row_scalar(x, K, u, s_out); return; }
+  float s = row_scale(amax);
+  const __m512 d = _mm512_set1_ps(s > 0.f ? s : 1.f);
+  const __m512 lo = _mm512_set1_ps(-128.f), hi = _mm512_set1_ps(127.f);
+  const __m512i off = _mm512_set1_epi32(128);
+  for (k = 0; k < K; k += 16) {
+    __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), d);
+    v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
+    _mm512_mask_cvtepi32_storeu_epi8(u + k, m, q);
+  }
+  *s_out = s;
+}
+
+__attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64_t K, uint8_t* u,
+                                                           float* s_out) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(x + k), absmask));
+  float tmp[8];
+  _mm256_storeu_ps(tmp, vmax);
+  float amax = 0.f;
+  for (int i = 0; i < 8; ++i) amax = std::fmax(amax, tmp[i]);
+  for (int64_t j = k; j < K; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+  if (std::isnan(amax)) { quantize_row_scalar(x, K, u, s_out); return; }
+  float s = row_scale(amax);
+  float ds = s > 0.f ? s : 1.f;
+  const __m256 d = _mm256_set1_ps(ds);
+  const __m256 lo = _mm256_set1_ps(-128.f), hi = _mm256_set1_ps(127.f);
+  for (k = 0; k + 8 <= K; k += 8) {
+    __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), d);
+    v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    _mm256_storeu_ps(tmp, v);
+    for (int i = 0; i < 8; ++i) u[k + i] = (uint8_t)((int)tmp[i] + 128);
+  }
+  for (; k < K; ++k) {
+    float v = std::fmin(std::fmax(std::nearbyint(x[k] / ds), -128.f), 127.f);
+    u[k] = (uint8_t)((int)v + 128);
+  }
+  *s_out = s;
+}
+#endif
+
+void quantize_row(int isa, const float* x, int64_t K, uint8_t* u, float* s) {
+#if XTC_X86
+  if (isa == ISA_AVX512) return quantize_row_avx512(x, K, u, s);
+  if (isa == ISA_AVX2) return quantize_row_avx2(x, K, u, s);
+#endif
+  quantize_row_scalar(x, K, u, s);
+}
+
+// Quantize x [M, K] and pack it into blocks of MR tokens: out[mb][k4][r] = 4 bytes (u8 = q + 128).
+// Padding (columns past K, tokens past M) is 128, i.e. q = 0, which contributes nothing.
+void quantize_pack(int isa, const float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s) {
+  const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
+  at::parallel_for(0, MB, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<uint8_t> row(K4 * 4, 128);
+    for (int64_t mb = b0; mb < b1; ++mb) {
+      uint32_t* blk = ap + mb * K4 * MR;
+      for (int64_t r = 0; r < MR; ++r) {
+        int64_t m = mb * MR + r;
+        if (m < M) {
+          quantize_row(isa, x + m * K, K, row.data(), s + m);
+        } else {
+          std::fill(row.begin(), row.end(), (uint8_t)128);
+        }
+        for (int64_t k4 = 0; k4 < K4; ++k4) {
+          uint32_t w;
+          std::memcpy(&w, row.data() + 4 * k4, 4);
+          blk[k4 * MR + r] = w;
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// GEMM on packed activations and tile-layout weights.
+// ------------------------------------------------------------------------------------------
+struct GemmArgs {
+  const uint32_t* ap;       // packed activations [MB][K4][MR]
+  const float* s;           // activation scales [M]
+  const uint64_t* wp;       // weight tiles [NT][K4][P]
+  const int32_t* colsum128; // 128 * sum_k w[n, k], [NT * 16]
+  const float* alpha;       // per-output scale [NT * 16]
+  const float* bias;        // [NT * 16] (zeros when the layer has none)
+  float* y;                 // [M, N]
+  int64_t M, N, K4, NT, MR, P;
+};
+
+// Epilogue shared by all paths: integer accumulator -> float output row segment.
+inline float finish(int32_t acc, int32_t c128, float s, float a, float b) {
+  return (float)(acc - c128) * s * a + b;
+}
+
+void gemm_scalar_block(const GemmArgs& g, int64_t mb, int64_t t) {
+  // Reference-speed path: decodes weight bits one by one. Correct everywhere, used when the CPU
+  // has neither AVX2 nor AVX-512 (or when forced, for testing).
+  const int64_t MR = g.MR, K4 = g.K4, P = g.P;
+  const uint32_t* blk = g.ap + mb * K4 * MR;
+  const uint64_t* wt = g.wp + t * K4 * P;
+  for (int64_t r = 0; r < MR; ++r) {
+    int64_t m = mb * MR + r;
+    if (m >= g.M) break;
+    int32_t acc[16] = {0};
+    for (int64_t k4 = 0; k4 < K4; ++k4) {
+      uint32_t a4 = blk[k4 * MR + r];
+      uint64_t p0 = wt[k4 * P], p1 = P == 2 ? wt[k4 * P + 1] : 0;
+      for (int j = 0; j < 64; ++j) {
+        int32_t a = (int32_t)((a4 >> (8 * (j & 3))) & 0xff);
+        int32_t w;
+        if (P == 1) w = ((p0 >> j) & 1) ? 1 : -1;
+        else w = ((p0 >> j) & 1) ? (((p1 >> j) & 1) ? -1 : 1) : 0;
+        acc[j >> 2] += a * w;
+      }
+    }
+    for (int i = 0; i < 16; ++i) {
+      int64_t n = t * 16 + i;
+      if (n >= g.N) break;
+      g.y[m * g.N + n] = finish(acc[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n]);
+    }
+  }
+}
+
+#if XTC_X86
+#define XTC_AVX512 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline
+
+// Expand one 16 x 4 weight tile (its 64-bit planes) to 64 signed bytes in {-1, 0, +1}.
+template <int P>
+XTC_AVX512 __m512i expand_avx512(const uint64_t* planes) {
+  const __m512i pos = _mm512_set1_epi8(1), neg = _mm512_set1_epi8(-1);
+  __mmask64 m0 = _cvtu64_mask64(planes[0]);
+  if (P == 1) return _mm512_mask_blend_epi8(m0, neg, pos);
+  __mmask64 m1 = _cvtu64_mask64(planes[1]);
+  return _mm512_mask_blend_epi8(m1, _mm512_maskz_mov_epi8(m0, pos), neg);
+}
+
+// MR tokens x NB tiles (16 outputs each). Accumulators stay in registers over the whole K.
+template <int MR, int NB, int P>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const GemmArgs& g, int64_t mb,
+                                                                        int64_t t0) {
+  const int64_t K4 = g.K4;
+  const uint32_t* blk = g.ap + mb * K4 * MR;
+  const uint64_t* wt[NB];
+  for (int b = 0; b < NB; ++b) wt[b] = g.wp + (t0 + b) * K4 * P;
+  __m512i acc[MR][NB];
+  for (int r = 0; r < MR; ++r)
+    for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    __m512i w[NB];
+    for (int b = 0; b < NB; ++b) w[b] = expand_avx512<P>(wt[b] + k4 * P);
+    const uint32_t* a4 = blk + k4 * MR;
+    for (int r = 0; r < MR; ++r) {
+      __m512i a = _mm512_set1_epi32((int)a4[r]);
+      for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], a, w[b]);
+    }
+  }
+  // Epilogue: (acc - 128 colsum) * s[m] * alpha[n] + bias[n], masked at the right edge.
+  for (int b = 0; b < NB; ++b) {
+    const int64_t n0 = (t0 + b) * 16;
+    const int64_t valid = std::min<int64_t>(16, g.N - n0);
+    if (valid <= 0) break;
+    const __mmask16 nm = valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
+    const __m512i c = _mm512_loadu_si512(g.colsum128 + n0);
+    const __m512 al = _mm512_loadu_ps(g.alpha + n0), bi = _mm512_loadu_ps(g.bias + n0);
+    for (int r = 0; r < MR; ++r) {
+      const int64_t m = mb * MR + r;
+      if (m >= g.M) break;
+      __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][b], c));
+      v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g.s[m])), al);
+      v = _mm512_add_ps(v, bi);
+      _mm512_mask_storeu_ps(g.y + m * g.N + n0, nm, v);
+    }
+  }
+}
+
+#define XTC_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
+
+// AVX2 reads the same 64-bit tile as two 32-bit halves (outputs 0-7 and 8-15).
+XTC_AVX2 __m256i bits_to_bytes_avx2(uint32_t h) {
+  // byte j of the result is 0xff when bit j of h is set: spread byte j/8 of h to lane j, test bit j%8
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), shuf);
+  return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+}
+
+template <int P>
+XTC_AVX2 __m256i expand_avx2(const uint64_t* planes, int half) {
+  const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
+  __m256i e0 = bits_to_bytes_avx2((uint32_t)(planes[0] >> (32 * half)));
+  if (P == 1) return _mm256_sub_epi8(_mm256_and_si256(e0, two), one);  // set: 2-1 = +1, clear: -1
+  __m256i e1 = bits_to_bytes_avx2((uint32_t)(planes[1] >> (32 * half)));
+  return _mm256_or_si256(_mm256_and_si256(e0, one), e1);  // nonzero: +1, negative: 0xff = -1
+}
+
+template <int MR, int P>
+__attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t mb, int64_t t) {
+  const int64_t K4 = g.K4;
+  const uint32_t* blk = g.ap + mb * K4 * MR;
+  const uint64_t* wt = g.wp + t * K4 * P;
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    __m256i w0 = expand_avx2<P>(wt + k4 * P, 0), w1 = expand_avx2<P>(wt + k4 * P, 1);
+    const uint32_t* a4 = blk + k4 * MR;
+    for (int r = 0; r < MR; ++r) {
+      __m256i a = _mm256_set1_epi32((int)a4[r]);
+      // u8 x s8 pairs -> i16 (|2 * 255 * 1| cannot saturate), then pairs of i16 -> i32
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones16));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones16));
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    const int64_t m = mb * MR + r;
+    if (m >= g.M) break;
+    int32_t tmp[16];
+    _mm256_storeu_si256((__m256i*)tmp, acc[r][0]);
+    _mm256_storeu_si256((__m256i*)(tmp + 8), acc[r][1]);
+    for (int i = 0; i < 16; ++i) {
+      const int64_t n = t * 16 + i;
+      if (n >= g.N) break;
+      g.y[m * g.N + n] = finish(tmp[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n]);
+    }
+  }
+}
+#endif
+
+// Work split: tasks are (chunk of row blocks) x (column block); a thread takes a contiguous range,
+// so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
+constexpr int64_t kChunkBlocks = 16;
+
+void gemm(int isa, const GemmArgs& g) {
+  const int64_t MB = ceil_div(g.M, g.MR);
+  const int64_t NB = isa == ISA_AVX512 ? 2 : 1;  // tiles per column block
+  const int64_t NCB = ceil_div(g.NT, NB);
+  const int64_t chunks = ceil_div(MB, kChunkBlocks);
+  at::parallel_for(0, chunks * NCB, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t c = task / NCB, cb = task % NCB;
+      const int64_t mb_end = std::min(MB, (c + 1) * kChunkBlocks);
+      for (int64_t mb = c * kChunkBlocks; mb < mb_end; ++mb) {
+#if XTC_X86
+        if (isa == ISA_AVX512) {
+          const int64_t t = cb * 2;
+          const bool two = t + 1 < g.NT;
+          if (g.P == 1) two ? micro_avx512<12, 2, 1>(g, mb, t) : micro_avx512<12, 1, 1>(g, mb, t);
+          else two ? micro_avx512<12, 2, 2>(g, mb, t) : micro_avx512<12, 1, 2>(g, mb, t);
+          continue;
+        }
+        if (isa == ISA_AVX2) {
+          g.P == 1 ? micro_avx2<4, 1>(g, mb, cb) : micro_avx2<4, 2>(g, mb, cb);
+          continue;
+        }
+#endif
+        gemm_scalar_block(g, mb, cb);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------
+// Python-facing functions.
+// ------------------------------------------------------------------------------------------
+void check_weights(const torch::Tensor& wp, const torch::Tensor& colsum128, const torch::Tensor& alpha,
+                   const torch::Tensor& bias, int64_t N) {
+  TORCH_CHECK(wp.dim() == 3 && wp.scalar_type() == torch::kInt64 && wp.is_contiguous(),
+              "xtc kernel: weight tiles must be a contiguous int64 [tiles, K/4, planes] tensor");
+  TORCH_CHECK(wp.size(2) == 1 || wp.size(2) == 2, "xtc kernel: 1 (binary) or 2 (ternary) planes");
+  const int64_t np = wp.size(0) * 16;
+  TORCH_CHECK(N > 0 && N <= np, "xtc kernel: out_features does not match the weight tiles");
+  for (const torch::Tensor* t : {&colsum128, &alpha, &bias})
+    TORCH_CHECK(t->dim() == 1 && t->numel() == np && t->is_contiguous(),
+                "xtc kernel: colsum/alpha/bias must be contiguous with tiles*16 entries");
+  TORCH_CHECK(colsum128.scalar_type() == torch::kInt32, "xtc kernel: colsum128 must be int32");
+  TORCH_CHECK(alpha.scalar_type() == torch::kFloat32 && bias.scalar_type() == torch::kFloat32,
+              "xtc kernel: alpha and bias must be float32");
+}
+
+// Quantize and pack activations once; the result can feed several linears with the same input
+// (query, key and value). Returns (packed activations, scales [M]).
+std::vector<torch::Tensor> pack_activations(torch::Tensor x) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "xtc kernel: x must be float32 [M, K]");
+  x = x.contiguous();
+  const int isa = active_isa();
+  const int64_t M = x.size(0), K = x.size(1), MR = block_rows(isa);
+  auto ap = torch::empty({ceil_div(M, MR), ceil_div(K, 4), MR}, torch::kInt32);
+  auto s = torch::empty({M}, torch::kFloat32);
+  quantize_pack(isa, x.data_ptr<float>(), M, K, MR, (uint32_t*)ap.data_ptr<int32_t>(), s.data_ptr<float>());
+  return {ap, s};
+}
+
+torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp, torch::Tensor colsum128,
+                            torch::Tensor alpha, torch::Tensor bias, int64_t N) {
+  check_weights(wp, colsum128, alpha, bias, N);
+  const int isa = active_isa();
+  const int64_t MR = block_rows(isa);
+  TORCH_CHECK(ap.dim() == 3 && ap.size(2) == MR && ap.scalar_type() == torch::kInt32,
+              "xtc kernel: packed activations come from pack_activations (with the same ISA)");
+  TORCH_CHECK(ap.size(1) == wp.size(1), "xtc kernel: in_features of x and weight differ");
+  const int64_t M = s.numel();
+  TORCH_CHECK(ap.size(0) == ceil_div(M, MR), "xtc kernel: scales do not match the packed activations");
+  auto y = torch::empty({M, N}, torch::kFloat32);
+  if (M == 0) return y;
+  GemmArgs g{(const uint32_t*)ap.data_ptr<int32_t>(), s.data_ptr<float>(),
+             (const uint64_t*)wp.data_ptr<int64_t>(), colsum128.data_ptr<int32_t>(),
+             alpha.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
+             M, N, wp.size(1), wp.size(0), MR, wp.size(2)};
+  gemm(isa, g);
+  return y;
+}
+
+torch::Tensor linear(torch::Tensor x, torch::Tensor wp, torch::Tensor colsum128, torch::Tensor alpha,
+                     torch::Tensor bias, int64_t N) {
+  auto packed = pack_activations(x);
+  return linear_packed(packed[0], packed[1], wp, colsum128, alpha, bias, N);
+}
+
+// Unpacked int8 codes and scales exactly as the kernel sees them (for tests).
+std::vector<torch::Tensor> quantize_activations(torch::Tensor x) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "xtc kernel: x must be float32 [M, K]");
+  x = x.contiguous();
+  const int isa = active_isa();
+  const int64_t M = x.size(0), K = x.size(1);
+  auto q = torch::empty({M, K}, torch::kInt8);
+  auto s = torch::empty({M}, torch::kFloat32);
+  std::vector<uint8_t> row(K);
+  for (int64_t m = 0; m < M; ++m) {
+    quantize_row(isa, x.data_ptr<float>() + m * K, K, row.data(), s.data_ptr<float>() + m);
+    for (int64_t k = 0; k < K; ++k) q.data_ptr<int8_t>()[m * K + k] = (int8_t)((int)row[k] - 128);
+  }
+  return {q, s};
+}
+
+std::string isa_name(int isa) {
+  return isa == ISA_AVX512 ? "avx512_vnni" : isa == ISA_AVX2 ? "avx2" : "scalar";
+}
+
+std::string get_isa() { return isa_name(active_isa()); }
+std::string host_isa() { return isa_name(kHostIsa); }
+
+// Force a path; asking for more than the CPU has falls back to the best it has.
+std::string set_isa(const std::string& name) {
+  int want = name == "avx512_vnni" || name == "avx512" ? ISA_AVX512 : name == "avx2" ? ISA_AVX2
+           : name == "scalar" ? ISA_SCALAR : -1;
+  TORCH_CHECK(want >= 0, "xtc kernel: unknown ISA '", name, "' (scalar, avx2, avx512)");
+  g_isa = std::min(want, kHostIsa);
+  return get_isa();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "xtc packed 1/2-bit x int8 linear kernels (AVX-512 VNNI / AVX2 / scalar)";
+  m.def("pack_activations", &pack_activations, "quantize x to int8 per token and pack for the kernel");
+  m.def("linear_packed", &linear_packed, "y = s * alpha * (q @ w^T) + bias from packed activations");
+  m.def("linear", &linear, "pack_activations + linear_packed");
+  m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
+  m.def("get_isa", &get_isa);
+  m.def("host_isa", &host_isa);
+  m.def("set_isa", &set_isa);
+  m.def("block_rows", [] { return block_rows(active_isa()); });
+}
