@@ -8,7 +8,8 @@ SHARED = Path(os.environ.get("XTC_SHARED", Path(__file__).resolve().parents[1].p
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 GLUE = SHARED / "glue"
 
-torch.set_num_threads(int(os.environ.get("XTC_NUM_THREADS", "2")))
+# tests use tiny models: one thread is as fast and shares a busy machine far better
+torch.set_num_threads(int(os.environ.get("XTC_NUM_THREADS", "1")))
 
 
 def tiny_bert(num_labels=2, layers=4, **kw):

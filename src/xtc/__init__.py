@@ -11,3 +11,7 @@ from .quantizers import (  # noqa: E402
     ternarize,
 )
 from .surgery import XTCConfig, find_layers, layer_map, load_quantized, quantize_, reduce_layers  # noqa: E402
+from . import pipeline  # noqa: E402  (stages: pipeline.finetune / pipeline.distill / ...)
+from .pipeline import compress, evaluate, finetune  # noqa: E402
+from .recipe import QuantConfig, Recipe, load_recipe  # noqa: E402
+from .train import TrainConfig  # noqa: E402

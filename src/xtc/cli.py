@@ -55,6 +55,59 @@ EvalSteps = typer.Option(None, help="evaluate on dev every N steps (default: eve
 MaxLength = typer.Option(None, help="maximum sequence length in tokens")
 Seed = typer.Option(None, help="random seed")
 GlueDir = typer.Option(None, help="folder with the GLUE TSV layout (MRPC/, CoLA/, ...); default: the hub")
+WeightScheme = typer.Option(None, help="weight quantizer: binary (1 bit), ternary (2), absmean (BitNet b1.58, 2), "
+                                       "lsq (learned step size, 1 or 2+), symmetric (3+)")
+# your own data instead of a GLUE task (xtc.custom_data, xtc.token_classification)
+TrainFile = typer.Option(None, help="your own training data instead of --task: .csv / .tsv / .jsonl with named "
+                                    "columns; for token classification a CoNLL-style file or .jsonl")
+DevFile = typer.Option(None, help="your own dev data (default: --dev-fraction of the training data)")
+Dataset = typer.Option(None, help="a hub dataset instead of --task (needs `pip install datasets`); --train-file / "
+                                  "--dev-file then name splits (default train / validation)")
+DatasetConfig = typer.Option(None, help="the hub dataset's configuration name")
+TaskType = typer.Option("classification", help="classification, regression or token-classification")
+TextColumn = typer.Option("text", help="column of the text")
+TextPairColumn = typer.Option(None, help="column of the second text of a pair")
+LabelColumn = typer.Option("label", help="column of the label")
+TokensColumn = typer.Option("tokens", help="token classification .jsonl / hub: the column of the token lists")
+TagsColumn = typer.Option("tags", help="token classification .jsonl / hub: the column of the tag lists")
+Labels = typer.Option(None, help="class names (or tags) in index order, comma-separated (default: those in the "
+                                 "training data, sorted)")
+DevFraction = typer.Option(0.1, help="without a dev file: this fraction of the training data, drawn with --seed")
+
+
+def _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column, text_pair_column,
+              label_column, tokens_column, tags_column, labels, dev_fraction, seed, need_task=True):
+    """``(task, data)``: pre-loaded data when --train-file / --dataset is given (task None), else ``(task, None)``."""
+    if train_file is None and dataset is None:
+        if task is None and need_task:
+            raise typer.BadParameter("pass --task (a GLUE task), or your own data with --train-file or --dataset")
+        return task, None
+    if task is not None:
+        raise typer.BadParameter("--task names a GLUE task; with --train-file / --dataset leave it out")
+    if dataset is not None:  # --train-file / --dev-file name the hub dataset's splits
+        train_file, dev_file = (str(x) if x is not None else None for x in (train_file, dev_file))
+    names = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    common = dict(dev_fraction=dev_fraction, seed=42 if seed is None else seed, labels=names, dataset=dataset,
+                  dataset_config=dataset_config)
+    if task_type in ("token-classification", "token_classification", "token"):
+        from .token_classification import load_token_task
+
+        return None, load_token_task(train_file, dev_file, tokens_column=tokens_column, tags_column=tags_column,
+                                     **common)
+    from .custom_data import load_custom_task
+
+    return None, load_custom_task(train_file, dev_file, text_column=text_column, text_pair_column=text_pair_column,
+                                  label_column=label_column, task_type=task_type, **common)
+
+
+def _scheme_bits(scheme: Optional[str], bits: Optional[int]) -> Optional[int]:
+    """The weight bits of ``--weight-scheme`` without ``--weight-bits``: those of the scheme's one width."""
+    if bits is not None or scheme is None:
+        return bits
+    natural = {"binary": 1, "ternary": 2, "absmean": 2}
+    if scheme not in natural:
+        raise typer.BadParameter(f"--weight-scheme {scheme} needs --weight-bits (e.g. 1 or 2)")
+    return natural[scheme]
 
 
 @app.command()
@@ -66,6 +119,7 @@ def compress(
     glue_dir: Optional[Path] = GlueDir,
     teacher: Optional[str] = typer.Option(None, help="an already fine-tuned teacher (skips fine-tuning)"),
     weight_bits: Optional[int] = typer.Option(None, help="1 = binary, 2 = ternary"),
+    weight_scheme: Optional[str] = WeightScheme,
     activation_bits: Optional[int] = typer.Option(None, help="activation bits (0 = keep FP32)"),
     fp32: bool = typer.Option(False, "--fp32", help="no quantization: layer reduction + KD only"),
     layers: Optional[str] = typer.Option(None, help="teacher layers the student copies, e.g. 1,3,5"),
@@ -77,6 +131,11 @@ def compress(
     teacher_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs of the teacher"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
     overwrite: bool = typer.Option(False, help="replace a finished run in --output"),
+    train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
+    dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
+    text_pair_column: Optional[str] = TextPairColumn, label_column: str = LabelColumn,
+    tokens_column: str = TokensColumn, tags_column: str = TagsColumn, labels: Optional[str] = Labels,
+    dev_fraction: float = DevFraction,
 ):
     """Fine-tune the teacher, optionally reduce layers, then quantize with distillation."""
     from dataclasses import replace
@@ -84,6 +143,11 @@ def compress(
     from .pipeline import compress as run_compress
     from .recipe import QuantConfig, Recipe, load_recipe
 
+    task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
+                           text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed,
+                           need_task=False)
+    if data is not None:
+        task = data[0].name  # recorded in config.yaml and results.json; the data itself is data[1:]
     r = load_recipe(recipe) if recipe else Recipe()
     r = replace(r, **{k: v for k, v in dict(
         model=model, task=task, glue_dir=str(glue_dir) if glue_dir else None, teacher=teacher,
@@ -91,16 +155,18 @@ def compress(
         if v is not None})
     if fp32:
         r = replace(r, quant=None)
-    elif weight_bits is not None or activation_bits is not None:
+    elif weight_bits is not None or activation_bits is not None or weight_scheme is not None:
         q = r.quant or QuantConfig()
+        weight_bits = _scheme_bits(weight_scheme, weight_bits)
         r = replace(r, quant=replace(q, weight_bits=weight_bits if weight_bits is not None else q.weight_bits,
+                                     weight_scheme=weight_scheme if weight_scheme is not None else q.weight_scheme,
                                      activation_bits=(q.activation_bits if activation_bits is None
                                                       else (activation_bits or None))))
     over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
                              eval_steps=eval_steps, max_length=max_length, seed=None)
     r = replace(r, reduce=over(r.reduce), qat=over(r.qat),
                 finetune=over(r.finetune, epochs=teacher_epochs if teacher_epochs is not None else epochs))
-    results = run_compress(r, output, resume=resume, overwrite=overwrite)
+    results = run_compress(r, output, resume=resume, overwrite=overwrite, data=data)
     _print_summary(results)
 
 
@@ -117,20 +183,27 @@ def _print_summary(results: dict) -> None:
 @_friendly_errors
 def finetune(
     model: str = typer.Option(..., help="pre-trained model: local folder or hub name"),
-    task: str = typer.Option(..., help="GLUE task"),
+    task: Optional[str] = typer.Option(None, help="GLUE task (or your own data: --train-file / --dataset)"),
     output: Path = typer.Option(..., help="stage folder (the model goes to OUTPUT/model)"),
     glue_dir: Optional[Path] = GlueDir,
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
     max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
+    train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
+    dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
+    text_pair_column: Optional[str] = TextPairColumn, label_column: str = LabelColumn,
+    tokens_column: str = TokensColumn, tags_column: str = TagsColumn, labels: Optional[str] = Labels,
+    dev_fraction: float = DevFraction,
 ):
     """Fine-tune a pre-trained model on a task (the teacher)."""
     from .pipeline import finetune as run
     from .recipe import Recipe
 
+    task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
+                           text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
     cfg = _train_overrides(Recipe().finetune, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
-    summary = run(model, task, output, str(glue_dir) if glue_dir else None, cfg, resume=resume)
+    summary = run(model, task, output, str(glue_dir) if glue_dir else None, cfg, resume=resume, data=data)
     typer.echo(json.dumps(summary["dev"], indent=1))
 
 
@@ -138,28 +211,38 @@ def finetune(
 @_friendly_errors
 def distill(
     teacher: str = typer.Option(..., help="fine-tuned teacher folder"),
-    task: str = typer.Option(..., help="GLUE task"),
+    task: Optional[str] = typer.Option(None, help="GLUE task (or your own data: --train-file / --dataset)"),
     output: Path = typer.Option(..., help="stage folder (the model goes to OUTPUT/model)"),
     glue_dir: Optional[Path] = GlueDir,
     student: Optional[str] = typer.Option(None, help="student to start from (default: a copy of the teacher)"),
     layers: Optional[str] = typer.Option(None, help="copy these teacher layers into the student, e.g. 1,3,5"),
     weight_bits: Optional[int] = typer.Option(None, help="quantize the student: 1 = binary, 2 = ternary"),
+    weight_scheme: Optional[str] = WeightScheme,
     activation_bits: int = typer.Option(8, help="activation bits when quantizing (0 = FP32)"),
     augment: Optional[Path] = typer.Option(None, help="augmented train.tsv"),
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
     max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
+    train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
+    dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
+    text_pair_column: Optional[str] = TextPairColumn, label_column: str = LabelColumn,
+    tokens_column: str = TokensColumn, tags_column: str = TagsColumn, labels: Optional[str] = Labels,
+    dev_fraction: float = DevFraction,
 ):
     """Distil a teacher into a (layer-reduced, optionally quantized) student with one-stage KD."""
     from .pipeline import distill as run
     from .recipe import QuantConfig, Recipe
 
-    quant = QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None) if weight_bits else None
+    task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
+                           text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
+    weight_bits = _scheme_bits(weight_scheme, weight_bits)
+    quant = (QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None, weight_scheme=weight_scheme)
+             if weight_bits else None)
     cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
     summary = run(teacher, task, output, str(glue_dir) if glue_dir else None, student=student,
                   layers=_parse_layers(layers), quant=quant, config=cfg,
-                  train_file=str(augment) if augment else None, resume=resume)
+                  train_file=str(augment) if augment else None, resume=resume, data=data)
     typer.echo(json.dumps(summary["dev"], indent=1))
 
 
@@ -167,13 +250,21 @@ def distill(
 @_friendly_errors
 def evaluate(
     model_dir: str = typer.Argument(..., help="a checkpoint folder (e.g. RUN/quantized/model)"),
-    task: str = typer.Option(..., help="GLUE task"),
+    task: Optional[str] = typer.Option(None, help="GLUE task (or your own data: --train-file / --dataset)"),
     glue_dir: Optional[Path] = GlueDir,
+    train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
+    dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
+    text_pair_column: Optional[str] = TextPairColumn, label_column: str = LabelColumn,
+    tokens_column: str = TokensColumn, tags_column: str = TagsColumn, labels: Optional[str] = Labels,
+    dev_fraction: float = DevFraction, seed: Optional[int] = Seed,
 ):
-    """Dev metrics of a checkpoint."""
+    """Dev metrics of a checkpoint (with your own data: the same data options and --seed as in training, so
+    that the labels and a --dev-fraction split are the same)."""
     from .pipeline import evaluate as run
 
-    typer.echo(json.dumps(run(model_dir, task, str(glue_dir) if glue_dir else None), indent=1))
+    task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
+                           text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
+    typer.echo(json.dumps(run(model_dir, task, str(glue_dir) if glue_dir else None, data=data), indent=1))
 
 
 def main():

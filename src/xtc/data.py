@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-from transformers import DataCollatorWithPadding
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -378,6 +378,10 @@ def compute_metrics(task: TaskSpec | str, predictions, labels) -> dict[str, floa
     """``task.metrics`` of ``predictions`` (logits ``[N, C]`` or class ids ``[N]``; ``[N]``/``[N, 1]``
     scores for regression) against ``labels``, as fractions exactly as sklearn/scipy compute them."""
     task = get_task(task)
+    if getattr(task, "token_level", False):  # token classification: entity-level scores
+        from .token_classification import token_metrics
+
+        return token_metrics(task, predictions, labels)
     predictions = np.asarray(predictions)
     labels = np.asarray(labels)
     if task.is_regression:
@@ -395,6 +399,7 @@ def compute_metrics(task: TaskSpec | str, predictions, labels) -> dict[str, floa
         "accuracy": lambda: accuracy_score(labels, predictions),
         # zero_division=0.0: no positive prediction gives f1 0 without a warning
         "f1": lambda: f1_score(labels, predictions, zero_division=0.0),
+        "macro_f1": lambda: f1_score(labels, predictions, average="macro", zero_division=0.0),
         "mcc": lambda: matthews_corrcoef(labels, predictions),
         "pearson": lambda: _correlation(pearsonr, predictions, labels),
         "spearmanr": lambda: _correlation(spearmanr, predictions, labels),
@@ -448,9 +453,24 @@ class TokenizedDataset(torch.utils.data.Dataset):
 
 def make_collator(tokenizer, pad_to_multiple_of: int | None = None, max_length: int | None = None):
     """Batches padded to their longest item (dynamic padding); with ``max_length``, padded to exactly
-    ``max_length`` instead (as the reference scripts do)."""
-    if max_length is not None:
-        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length,
-                                       pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
-    return DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=pad_to_multiple_of,
-                                   return_tensors="pt")
+    ``max_length`` instead (as the reference scripts do).
+
+    Items whose ``labels`` are lists (token classification) get their labels padded with -100."""
+    padding = dict(padding="longest") if max_length is None else dict(padding="max_length", max_length=max_length)
+    sequence = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt",
+                                       **padding)
+    tokens = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of,
+                                                return_tensors="pt", label_pad_token_id=-100, **padding)
+    return _Collator(sequence, tokens)
+
+
+class _Collator:
+    """Pads a batch with ``sequence`` (one label per item), or ``tokens`` (a label per token)."""
+
+    def __init__(self, sequence, tokens):
+        self.sequence, self.tokens = sequence, tokens
+        self.tokenizer = sequence.tokenizer
+
+    def __call__(self, items: list[dict]):
+        per_token = bool(items) and isinstance(items[0].get("labels"), list)
+        return (self.tokens if per_token else self.sequence)(items)

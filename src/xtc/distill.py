@@ -21,6 +21,7 @@ padded batch, as DeepSpeed's reference does, for side-by-side runs.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -60,23 +61,128 @@ AttentionInterface.register(SCORE_CAPTURE_ATTENTION, _score_capturing_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(SCORE_CAPTURE_ATTENTION, eager_mask)
 
 
+def uses_attention_interface(model: nn.Module) -> bool:
+    """Whether ``model`` computes attention through transformers' attention interface (in transformers
+    5: BERT, RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT), so that ``xtc_kd`` sees its scores. MPNet and
+    DeBERTa-v2 compute attention themselves; their scores are captured at the softmax instead
+    (see :func:`_capture_at_softmax`)."""
+    return bool(getattr(model, "_supports_attention_backend", False))
+
+
 def enable_score_capture(model: nn.Module) -> None:
-    """Route ``model``'s attention through the score-capturing function (same numbers as eager)."""
-    model.set_attn_implementation(SCORE_CAPTURE_ATTENTION)
+    """Route ``model``'s attention through the score-capturing function (same numbers as eager).
+
+    A model that computes attention itself needs nothing: :func:`capture_attention_scores` hooks it."""
+    if uses_attention_interface(model):
+        model.set_attn_implementation(SCORE_CAPTURE_ATTENTION)
+
+
+# --------------------------------------------------------------------------------------------------
+# Families that compute attention themselves. MPNet adds its relative position bias inside its own
+# attention module and DeBERTa-v2 computes disentangled (content<->position) attention; neither calls
+# the attention interface, so xtc_kd never sees their scores, and no submodule sits between their
+# score computation and the softmax where a forward hook could read them. What every such module does
+# is call torch.nn.functional.softmax once per forward, on the finished pre-softmax scores
+# [batch, heads, q, k] (position terms and mask added). So while such a model runs inside
+# capture_attention_scores, hooks on each attention module open a window for the duration of its
+# forward in which the first F.softmax call records its input. F.softmax is swapped for a thin wrapper
+# only while some capture is active (reference counted) and the wrapper passes every call through;
+# the window is per thread. This needs no per-family code: a new family that computes its scores and
+# calls F.softmax works as is, and one that does not is reported (never silently left uncaptured).
+# Masked positions hold the family's mask value (finfo.min) instead of the raw score; the attention
+# loss excludes them either way.
+# --------------------------------------------------------------------------------------------------
+_original_softmax = F.softmax
+_softmax_window = threading.local()
+_softmax_lock = threading.Lock()
+_softmax_users = 0
+
+
+def _capturing_softmax(input, *args, **kwargs):
+    window = getattr(_softmax_window, "current", None)
+    if window is not None and not window["done"]:
+        window["done"] = True
+        window["sink"].append(input)
+    return _original_softmax(input, *args, **kwargs)
+
+
+def _attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The innermost modules of each transformer block that know their head count (the self-attention)."""
+    from .surgery import find_layers
+
+    found = []
+    for block in find_layers(model):
+        heads = [m for m in block.modules() if hasattr(m, "num_attention_heads") or hasattr(m, "attention_head_size")]
+        found += [m for m in heads if not any(c is not m and any(c is h for h in heads) for c in m.modules())]
+    if not found:
+        kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        raise ValueError(f"cannot find the attention modules of a {kind!r} model to capture its attention "
+                         "scores; distil it with att_weight=0 (no attention loss)")
+    return found
+
+
+@contextlib.contextmanager
+def _capture_at_softmax(model: nn.Module, sink: list) -> Iterator[None]:
+    global _softmax_users
+
+    def enter(module, args):
+        stack = _softmax_window.__dict__.setdefault("stack", [])
+        stack.append(getattr(_softmax_window, "current", None))
+        _softmax_window.current = {"sink": sink, "done": False}
+
+    def leave(module, args, output):
+        window = _softmax_window.current
+        _softmax_window.current = _softmax_window.stack.pop()
+        if not window["done"]:
+            raise RuntimeError(f"{type(module).__name__} ran without calling torch.nn.functional.softmax, so "
+                               "its attention scores cannot be captured; distil with att_weight=0")
+
+    handles = []
+    for m in _attention_modules(model):
+        handles.append(m.register_forward_pre_hook(enter))
+        handles.append(m.register_forward_hook(leave, always_call=True))
+    with _softmax_lock:
+        _softmax_users += 1
+        F.softmax = _capturing_softmax
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        with _softmax_lock:
+            _softmax_users -= 1
+            if _softmax_users == 0:
+                F.softmax = _original_softmax
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside DDP / FSDP / torch.compile wrappers (the model itself if unwrapped)."""
+    while not hasattr(model, "config"):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            break
+        model = inner
+    return model
 
 
 @contextlib.contextmanager
 def capture_attention_scores(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Within the block, every forward of ``model`` appends each layer's pre-softmax scores
-    ``[batch, heads, q, k]`` (in layer order) to the yielded list."""
-    if getattr(model.config, "_attn_implementation", None) != SCORE_CAPTURE_ATTENTION:
+    ``[batch, heads, q, k]`` (in layer order) to the yielded list.
+
+    ``model`` may be wrapped (DistributedDataParallel, torch.compile, ...): the hooks go on the
+    wrapped transformers model, found through ``.module`` / ``._orig_mod``."""
+    model = unwrap_model(model)
+    interface = uses_attention_interface(model)
+    if interface and getattr(model.config, "_attn_implementation", None) != SCORE_CAPTURE_ATTENTION:
         enable_score_capture(model)
     sink: list[torch.Tensor] = []
     modules = [m for m in model.modules() if hasattr(m, "scaling") or hasattr(m, "attention_head_size")]
     for m in modules:
         m._xtc_sink = sink
     try:
-        yield sink
+        with contextlib.nullcontext() if interface else _capture_at_softmax(model, sink):
+            yield sink
     finally:
         for m in modules:
             m._xtc_sink = None
@@ -102,18 +208,29 @@ def _masked_mse(s: torch.Tensor, t: torch.Tensor, weight: Optional[torch.Tensor]
     """Mean of (s - t)^2 over the positions where ``weight`` (broadcastable, 0/1) is 1."""
     if weight is None:
         return F.mse_loss(s, t)
-    diff = (s - t).pow(2) * weight
+    # where, not a product: masked entries may hold a mask value (finfo.min) whose square overflows
+    diff = torch.where(weight > 0, s - t, 0.0).pow(2)
     count = weight.expand_as(diff).sum()
     return diff.sum() / count.clamp(min=1)
 
 
-def prediction_loss(student_logits, teacher_logits, temperature: float = 1.0, averaging: str = "tokens"):
-    """Soft cross-entropy (classification, ``[B, C]``) or MSE (regression, ``[B, 1]``)."""
-    if student_logits.shape[-1] == 1:
+def prediction_loss(student_logits, teacher_logits, temperature: float = 1.0, averaging: str = "tokens",
+                    mask: Optional[torch.Tensor] = None):
+    """Soft cross-entropy (classification, ``[B, C]``) or MSE (regression, ``[B, 1]``).
+
+    Per-token logits ``[B, T, C]`` (token classification) with ``mask`` ``[B, T]`` (1 = a real token):
+    the soft cross-entropy of every real token, averaged over the real tokens ("tokens"), or summed
+    with padded tokens as zeros and divided by ``B x T x C`` ("reference").
+    """
+    if student_logits.shape[-1] == 1 and student_logits.dim() == 2:
         return F.mse_loss(student_logits.float(), teacher_logits.float())
     targets = F.softmax(teacher_logits / temperature, dim=-1)
     per_class = -targets * F.log_softmax(student_logits / temperature, dim=-1)
-    # tokens: sum over classes, mean over batch; reference: mean over batch x classes
+    if student_logits.dim() == 3 and mask is not None:
+        real = mask.to(per_class.dtype)[..., None]  # [B, T, 1]
+        total = torch.where(real > 0, per_class, 0.0).sum()
+        return total / real.sum().clamp(min=1) if averaging == "tokens" else total / per_class.numel()
+    # tokens: sum over classes, mean over batch (and positions); reference: mean over batch x classes
     return per_class.sum(-1).mean() if averaging == "tokens" else per_class.mean()
 
 
@@ -130,8 +247,10 @@ def attention_loss(student_scores: Sequence[torch.Tensor], teacher_scores: Seque
         s, t = student_scores[i], teacher_scores[t_i]
         if averaging == "tokens":
             total = total + _masked_mse(s, t, pair)
-        else:  # reference: masked entries are zeros, averaged over the whole padded tensor
-            total = total + (F.mse_loss(s * pair, t * pair) if pair is not None else F.mse_loss(s, t))
+        elif pair is not None:  # reference: masked entries are zeros, averaged over the whole padded tensor
+            total = total + F.mse_loss(torch.where(pair > 0, s, 0.0), torch.where(pair > 0, t, 0.0))
+        else:
+            total = total + F.mse_loss(s, t)
     return total
 
 
@@ -160,7 +279,7 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
     total = student_out.logits.new_zeros(())
     if config.pred_weight:
         parts["pred"] = prediction_loss(student_out.logits, teacher_out.logits, config.temperature,
-                                        config.averaging)
+                                        config.averaging, mask=attention_mask)
         total = total + config.pred_weight * parts["pred"]
     if config.att_weight:
         parts["att"] = attention_loss(student_scores, teacher_scores, layer_map, attention_mask,
@@ -172,8 +291,11 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
         total = total + config.hid_weight * parts["hid"]
     if config.label_weight and labels is not None:
         logits = student_out.logits
-        parts["label"] = (F.mse_loss(logits.squeeze(-1), labels.float()) if logits.shape[-1] == 1
-                          else F.cross_entropy(logits, labels))
+        if logits.dim() == 3:  # token classification: -100 marks positions without a label
+            parts["label"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        else:
+            parts["label"] = (F.mse_loss(logits.squeeze(-1), labels.float()) if logits.shape[-1] == 1
+                              else F.cross_entropy(logits, labels))
         total = total + config.label_weight * parts["label"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -194,6 +316,7 @@ class Distiller(nn.Module):
         if max(layer_map) >= n_teacher:
             raise ValueError(f"layer map {list(layer_map)} refers past the teacher's {n_teacher} layers")
         self.layer_map, self.config = list(layer_map), config
+        self._n_teacher = n_teacher
         enable_score_capture(self.teacher)
         enable_score_capture(self.student)
 
@@ -203,6 +326,10 @@ class Distiller(nn.Module):
             t_out = self.teacher(**batch, output_hidden_states=True)
         with capture_attention_scores(self.student) as s_scores:
             s_out = self.student(**batch, output_hidden_states=True)
+        if self.config.att_weight and (len(t_scores), len(s_scores)) != (self._n_teacher, len(self.layer_map)):
+            raise RuntimeError(f"captured attention scores of {len(t_scores)} teacher / {len(s_scores)} student "
+                               f"layers, expected {self._n_teacher} / {len(self.layer_map)}: this model's "
+                               "attention is not captured correctly; distil with att_weight=0")
         loss, parts = distillation_loss(s_out, t_out, s_scores, t_scores, mask, self.layer_map,
                                         self.config, labels)
         return loss, s_out, parts

@@ -4,6 +4,9 @@ Both subclass the torch module they replace and *reuse its parameters* (the very
 ``nn.Parameter`` objects), so the state-dict keys do not change: a checkpoint of a quantized model
 is an ordinary transformers checkpoint holding the latent weights, and the optimizer keeps
 training those latent weights. Quantization happens on the fly in ``forward``.
+
+The one addition: a scheme with learned state (LSQ) gives each module a ``step_size`` parameter,
+a new state-dict key that :func:`xtc.load_quantized` restores after re-applying quantization.
 """
 
 from __future__ import annotations
@@ -12,7 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizers import get_weight_quantizer, quantize_activations
+from .quantizers import get_weight_quantizer, quantize_activations, weight_quantizer_state_init
+
+
+def _learned_state(module: nn.Module, weight: torch.Tensor, bits: int, scheme: str, groups: int) -> None:
+    """Give ``module`` the ``step_size`` parameter (one value per group) of a scheme with learned state
+    (LSQ); stateless schemes get ``step_size = None``, which adds nothing to the state dict."""
+    init = weight_quantizer_state_init(scheme)
+    step = None if init is None else nn.Parameter(init(weight.detach(), bits, groups))
+    module.register_parameter("step_size", step)
+
+
+def _state_kwargs(module: nn.Module, rows: torch.Tensor | None = None) -> dict:
+    if module.step_size is None:
+        return {}
+    return {"state": module.step_size if rows is None else module.step_size[rows]}
 
 
 class QuantLinear(nn.Linear):
@@ -26,10 +43,13 @@ class QuantLinear(nn.Linear):
         self.weight_bits, self.weight_scheme = weight_bits, weight_scheme
         self.groups, self.activation_bits = groups, activation_bits
         self._quantize_weight = get_weight_quantizer(weight_scheme)
-        self._quantize_weight(self.weight.detach(), bits=weight_bits, groups=groups)  # validate groups now
+        _learned_state(self, self.weight, weight_bits, weight_scheme, groups)
+        with torch.no_grad():
+            self.quantized_weight()  # validate bits and groups now
 
     def quantized_weight(self) -> torch.Tensor:
-        return self._quantize_weight(self.weight, bits=self.weight_bits, groups=self.groups)
+        return self._quantize_weight(self.weight, bits=self.weight_bits, groups=self.groups,
+                                     **_state_kwargs(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation_bits is not None:
@@ -56,10 +76,15 @@ class QuantEmbedding(nn.Embedding):
         self.weight = embedding.weight
         self.weight_bits, self.weight_scheme = weight_bits, weight_scheme
         self._quantize_weight = get_weight_quantizer(weight_scheme)
+        _learned_state(self, self.weight, weight_bits, weight_scheme, self.num_embeddings)
+        with torch.no_grad():
+            self._quantize_weight(self.weight[:1], bits=weight_bits, groups=1,
+                                  **_state_kwargs(self, torch.zeros(1, dtype=torch.long)))  # validate bits
 
     def quantized_weight(self) -> torch.Tensor:
         """The whole table, quantized row by row (used by export, not by forward)."""
-        return self._quantize_weight(self.weight, bits=self.weight_bits, groups=self.num_embeddings)
+        return self._quantize_weight(self.weight, bits=self.weight_bits, groups=self.num_embeddings,
+                                     **_state_kwargs(self))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows = F.embedding(input_ids, self.weight, self.padding_idx, self.max_norm, self.norm_type,
@@ -67,7 +92,8 @@ class QuantEmbedding(nn.Embedding):
         flat = rows.reshape(-1, self.embedding_dim)
         if flat.numel() == 0:
             return rows
-        q = self._quantize_weight(flat, bits=self.weight_bits, groups=flat.shape[0])  # straight-through
+        q = self._quantize_weight(flat, bits=self.weight_bits, groups=flat.shape[0],  # straight-through
+                                  **_state_kwargs(self, input_ids.reshape(-1)))
         return q.reshape(rows.shape)
 
     def extra_repr(self) -> str:

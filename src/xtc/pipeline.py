@@ -16,6 +16,7 @@ Run folder::
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from .distill import DistillConfig
 from .io import write_json_atomic, write_text_atomic
 from .recipe import QuantConfig, Recipe
 from .surgery import XTCConfig, layer_map, load_quantized, quantize_, reduce_layers
+from .token_classification import dataset_for, model_class_for, pad_concat
 from .train import TrainConfig, train_stage
 
 
@@ -43,7 +45,7 @@ class ModelLoadError(ValueError):
 
 
 def _load_model(name_or_path: str, task: TaskSpec):
-    """A sequence classifier for ``task`` (re-applying xtc quantization stored in its config)."""
+    """A sequence (or token) classifier for ``task`` (re-applying xtc quantization stored in its config)."""
     kwargs = {"num_labels": task.num_labels}
     if task.labels:
         kwargs["id2label"] = dict(enumerate(task.labels))
@@ -53,7 +55,7 @@ def _load_model(name_or_path: str, task: TaskSpec):
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
     try:
-        return load_quantized(name_or_path, **kwargs)
+        return load_quantized(name_or_path, model_class=model_class_for(task), **kwargs)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(
@@ -72,8 +74,16 @@ def _load_tokenizer(name_or_path: str):
 
 
 def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: int,
-              train_file: Optional[str] = None, with_train: bool = True):
-    """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s)."""
+              train_file: Optional[str] = None, with_train: bool = True, examples=None):
+    """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s).
+
+    ``examples``: pre-loaded ``(train_examples, {split: dev_examples})`` (your own data, see
+    :func:`xtc.custom_data.load_custom_task`) instead of the GLUE files."""
+    if examples is not None:
+        if train_file:
+            raise ValueError("a train file (augmented data) and pre-loaded data were both given; pass one")
+        train = dataset_for(task, examples[0], tokenizer, max_length) if with_train else None
+        return train, {split: dataset_for(task, ex, tokenizer, max_length) for split, ex in examples[1].items()}
     train = None
     if with_train:
         train_examples = read_tsv(task, train_file) if train_file else load_split(task, "train", glue_dir)
@@ -83,29 +93,46 @@ def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: in
     return train, dev
 
 
-def finetune(model: str, task: str | TaskSpec, output_dir: str | Path, glue_dir: Optional[str] = None,
+def _with_data(task, data):
+    """``(task, examples)``: the task and examples of pre-loaded ``data = (task, train, {split: dev})``,
+    or the GLUE task named by ``task`` and None (its files are read later)."""
+    if data is not None:
+        return data[0], (data[1], data[2])
+    return (get_task(task) if isinstance(task, str) else task), None
+
+
+def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, glue_dir: Optional[str] = None,
              config: TrainConfig = TrainConfig(warmup_epochs=0.1), train_file: Optional[str] = None,
-             resume: bool = False) -> dict:
-    """Stage 1: fine-tune ``model`` on the task (cross-entropy / MSE on labels). FP32."""
-    task = get_task(task) if isinstance(task, str) else task
+             resume: bool = False, data=None) -> dict:
+    """Stage 1: fine-tune ``model`` on the task (cross-entropy / MSE on labels). FP32.
+
+    ``data``: ``(task, train_examples, {split: dev_examples})`` of your own data (from
+    :func:`xtc.custom_data.load_custom_task` or :func:`xtc.token_classification.load_token_task`);
+    ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages."""
+    task, examples = _with_data(task, data)
     torch.manual_seed(config.seed)
     tokenizer = _load_tokenizer(model)
     net = _load_model(model, task)
-    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file)
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
     return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, resume=resume)
 
 
-def distill(teacher: str, task: str | TaskSpec, output_dir: str | Path, glue_dir: Optional[str] = None,
+def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, glue_dir: Optional[str] = None,
             student: Optional[str] = None, layers: Optional[Sequence[int]] = None,
             quant: Optional[QuantConfig] = None, config: TrainConfig = TrainConfig(),
             distill_config: DistillConfig = DistillConfig(), train_file: Optional[str] = None,
-            resume: bool = False) -> dict:
+            resume: bool = False, data=None) -> dict:
     """Distil ``teacher`` into a student: the teacher itself (default), a given ``student``
     folder, or (with ``layers``) a copy of the chosen layers; quantized when ``quant`` is given.
 
     The student is trained with one-stage KD (no labels unless ``distill_config.label_weight``).
     """
-    task = get_task(task) if isinstance(task, str) else task
+    task, examples = _with_data(task, data)
+    from .validate import check_model
+
+    check_model(teacher, "teacher")
+    if student is not None:
+        check_model(student, "student")
     torch.manual_seed(config.seed)
     tokenizer = _load_tokenizer(teacher)
     teacher_model = _load_model(teacher, task)
@@ -119,19 +146,19 @@ def distill(teacher: str, task: str | TaskSpec, output_dir: str | Path, glue_dir
         quantize_(net, XTCConfig(weight_bits=quant.weight_bits, activation_bits=quant.activation_bits,
                                  groups=quant.groups, quantize_embeddings=quant.quantize_embeddings,
                                  weight_scheme=quant.weight_scheme))
-    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file)
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
     return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, teacher=teacher_model,
                        layer_map=layer_map(net), distill_config=distill_config, resume=resume)
 
 
 @torch.no_grad()
-def evaluate(model_dir: str, task: str | TaskSpec, glue_dir: Optional[str] = None, batch_size: int = 128,
-             max_length: int = 128) -> dict[str, dict[str, float]]:
+def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str] = None, batch_size: int = 128,
+             max_length: int = 128, data=None) -> dict[str, dict[str, float]]:
     """Dev metrics of a checkpoint (quantized or not), per dev split."""
-    task = get_task(task) if isinstance(task, str) else task
+    task, examples = _with_data(task, data)
     tokenizer = _load_tokenizer(model_dir)
     net = _load_model(model_dir, task).eval()
-    _, dev = load_data(task, tokenizer, glue_dir, max_length, with_train=False)
+    _, dev = load_data(task, tokenizer, glue_dir, max_length, with_train=False, examples=examples)
     collate = make_collator(tokenizer)
     results = {}
     for split, dataset in dev.items():
@@ -140,7 +167,9 @@ def evaluate(model_dir: str, task: str | TaskSpec, glue_dir: Optional[str] = Non
             batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
             labels.append(batch.pop("labels"))
             logits.append(net(**batch).logits)
-        results[split] = compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
+        # token classification: batches differ in length, padded (labels with -100, never scored)
+        results[split] = compute_metrics(task, pad_concat([x.numpy() for x in logits], -100.0),
+                                         pad_concat([y.numpy() for y in labels], -100))
     return results
 
 
@@ -165,12 +194,23 @@ def prepare_run_folder(output_dir: Path, resume: bool, overwrite: bool) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
-def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict:
-    """The whole pipeline; returns (and writes) ``results.json``."""
+def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overwrite: bool = False,
+             data=None) -> dict:
+    """The whole pipeline; returns (and writes) ``results.json``.
+
+    ``data``: ``(task, train_examples, {split: dev_examples})`` of your own data; the recipe's task,
+    glue_dir and train_file are then not used."""
     output_dir = Path(output_dir)
-    task = get_task(recipe.task)
-    prepare_run_folder(output_dir, resume, overwrite)
-    write_text_atomic(output_dir / "config.yaml", recipe.to_yaml())
+    task = data[0] if data is not None else get_task(recipe.task)
+    from .validate import check_compress_inputs
+
+    check_compress_inputs(recipe, task, data=data)  # bad input fails here, before anything is written
+    # under torchrun / accelerate launch only the first process prepares the folder and writes
+    # files (the others would see its config.yaml and call the run "unfinished")
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        prepare_run_folder(output_dir, resume, overwrite)
+        write_text_atomic(output_dir / "config.yaml", recipe.to_yaml())
     start = time.time()
     stages: dict[str, dict] = {}
 
@@ -180,11 +220,11 @@ def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overw
         stages[name] = done or fn(output_dir=stage_dir, resume=resume, **kwargs)
         return stages[name]
 
-    common = dict(task=task, glue_dir=recipe.glue_dir, train_file=recipe.train_file)
+    common = dict(task=task, glue_dir=recipe.glue_dir, train_file=recipe.train_file, data=data)
     with_seed = lambda cfg: TrainConfig(**{**cfg.__dict__, "seed": recipe.seed})  # noqa: E731
     if recipe.teacher:
         teacher_dir = recipe.teacher
-        stages["teacher"] = {"dev": evaluate(teacher_dir, task, recipe.glue_dir)[task.dev_splits[0]],
+        stages["teacher"] = {"dev": evaluate(teacher_dir, task, recipe.glue_dir, data=data)[task.dev_splits[0]],
                              "given": teacher_dir}
     else:
         run("teacher", finetune, model=recipe.model, config=with_seed(recipe.finetune), **common)
@@ -216,7 +256,8 @@ def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overw
         "model_dir": str(output_dir / final_stage / "model") if final is not stages["teacher"] else teacher_dir,
         "xtc_version": __version__,
     }
-    write_json_atomic(output_dir / "results.json", results)
+    if main:
+        write_json_atomic(output_dir / "results.json", results)
     return results
 
 

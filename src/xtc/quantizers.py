@@ -16,7 +16,8 @@ them up by name so that configs, the CLI and the packed format refer to schemes 
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+import math
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -117,20 +118,38 @@ def quantize_activations(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Registry: a weight quantizer is found by name. Signature: fn(w, bits, groups) -> de-quantized w.
+# A scheme with learned state (LSQ's step size) also registers ``init_state``; it is then called
+# as fn(w, bits, groups, state) with the module's state tensor (one value per group).
 # --------------------------------------------------------------------------------------------
 _WEIGHT_QUANTIZERS: Dict[str, WeightQuantizer] = {}
+_STATE_INITS: Dict[str, Callable[..., torch.Tensor]] = {}
 
 
-def register_weight_quantizer(name: str) -> Callable[[WeightQuantizer], WeightQuantizer]:
-    """Decorator: make ``fn(w, bits, groups)`` available as the weight quantizer ``name``."""
+def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., torch.Tensor]] = None
+                              ) -> Callable[[WeightQuantizer], WeightQuantizer]:
+    """Decorator: make ``fn(w, bits, groups)`` available as the weight quantizer ``name``.
+
+    ``init_state(w, bits, groups) -> Tensor[groups]``: the scheme learns one value per group (e.g. a
+    step size). The quantization-aware modules then own it as an ``nn.Parameter`` named
+    ``step_size`` (trained with the weights, saved in the checkpoint, restored by
+    :func:`xtc.load_quantized`) and call ``fn(w, bits=..., groups=..., state=step_size)``.
+    """
 
     def add(fn: WeightQuantizer) -> WeightQuantizer:
         if name in _WEIGHT_QUANTIZERS:
             raise ValueError(f"a weight quantizer named {name!r} is already registered")
         _WEIGHT_QUANTIZERS[name] = fn
+        if init_state is not None:
+            _STATE_INITS[name] = init_state
         return fn
 
     return add
+
+
+def weight_quantizer_state_init(name: str) -> Optional[Callable[..., torch.Tensor]]:
+    """The ``init_state`` of a scheme with learned state, None for a stateless scheme."""
+    get_weight_quantizer(name)
+    return _STATE_INITS.get(name)
 
 
 def get_weight_quantizer(name: str) -> WeightQuantizer:
@@ -160,3 +179,107 @@ def default_scheme(bits: int) -> str:
 register_weight_quantizer("binary")(lambda w, bits=1, groups=1: binarize(w, groups))
 register_weight_quantizer("ternary")(lambda w, bits=2, groups=1: ternarize(w, groups))
 register_weight_quantizer("symmetric")(lambda w, bits, groups=1: quantize_symmetric(w, bits, groups))
+
+
+# --------------------------------------------------------------------------------------------
+# Ablation schemes: BitNet b1.58 absmean ternary, and learned step size (LSQ).
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def absmean_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """BitNet b1.58 ternary codes ``clamp(round(W / s), -1, 1)`` and scales ``s = mean|W|`` per group.
+
+    Unlike TWN the scale is the threshold's unit as well: a weight is non-zero when ``|W| >= s / 2``,
+    and every non-zero weight becomes ``+-s``. An all-zero group stays zero.
+    """
+    g = _grouped(w.detach(), groups)
+    scale = g.abs().mean(dim=1)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(g / safe[:, None]).clamp(-1, 1), scale
+
+
+def absmean_ternarize(w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """BitNet b1.58 weights: ``s * clamp(round(W / s), -1, 1)``, ``s = mean|W|`` (straight-through)."""
+    return _dequantize(w, *absmean_codes(w, groups))
+
+
+def _absmean(w: torch.Tensor, bits: int = 2, groups: int = 1) -> torch.Tensor:
+    if bits != 2:
+        raise ValueError(f"the absmean scheme is ternary (BitNet b1.58, levels -1/0/+1): use weight_bits=2, "
+                         f"got {bits}")
+    return absmean_ternarize(w, groups)
+
+
+def lsq_levels(bits: int) -> tuple[int, int, bool]:
+    """LSQ's clipping range ``(Qn, Qp)`` and whether the levels are signs rather than integers.
+
+    * 1 bit: the two levels ``{-s, +s}`` (``sign`` in place of ``round``, as XTC's binary, so that
+      one bit holds every value; LSQ's integer grid has no 1-bit form, ``{-1, 0}`` would waste a level);
+    * 2 bits: the ternary levels ``{-s, 0, +s}`` (Qn = Qp = 1), the level set of TWN and absmean, so
+      that the 2-bit rows of the ablation differ only in how the scale is chosen (LSQ's own signed
+      2-bit grid ``{-2, -1, 0, 1}`` is asymmetric and does not pack as ternary);
+    * k >= 3 bits: the symmetric grid ``[-(2^(k-1)-1), 2^(k-1)-1]`` of the ``symmetric`` scheme.
+    """
+    if bits == 1:
+        return 1, 1, True
+    if 2 <= bits <= 16:
+        q = 1 if bits == 2 else 2 ** (bits - 1) - 1
+        return q, q, False
+    raise ValueError(f"weight bits must be 1..16 for the lsq scheme, got {bits}")
+
+
+LSQ_MIN_STEP = 1e-8  # the step size is kept positive (a zero group would otherwise divide by zero)
+
+
+@torch.no_grad()
+def lsq_init(w: torch.Tensor, bits: int, groups: int = 1) -> torch.Tensor:
+    """Initial step size per group: LSQ's ``2 mean|W| / sqrt(Qp)`` for integer levels.
+
+    For 1 bit the initial step is ``mean|W|`` instead: with sign levels that is the step minimizing
+    ``||W - s sign(W)||^2`` (XTC's binary alpha), so LSQ-binary starts from XTC-binary and the
+    ablation isolates the effect of learning the step (``2 mean|W|`` would start at twice the best).
+    """
+    qn, qp, signs = lsq_levels(bits)
+    mean = _grouped(w.detach(), groups).abs().mean(dim=1)
+    step = mean if signs else 2.0 * mean / math.sqrt(qp)
+    return step.clamp(min=LSQ_MIN_STEP)
+
+
+def _scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Forward value ``x``, gradient multiplied by ``factor`` (LSQ's step-size gradient scale)."""
+    scaled = x * factor
+    return (x - scaled).detach() + scaled
+
+
+def lsq_quantize(w: torch.Tensor, bits: int, groups: int = 1, state: Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+    """Learned step size quantization (Esser et al., 2020): ``s * R(clamp(W / s, -Qn, Qp))``.
+
+    ``state`` holds the step ``s`` per group (``[groups]``); ``R`` is ``round`` (``sign`` for 1 bit),
+    passed straight through. Gradients are LSQ's: to ``W``, 1 inside the clipping range and 0 outside;
+    to ``s``, ``R(W/s) - W/s`` inside and ``-Qn`` / ``Qp`` outside, summed over the group and scaled
+    by ``1 / sqrt(N * Qp)`` (N the group's size).
+    """
+    if state is None:
+        raise ValueError("the lsq scheme needs its learned step size (state=); quantize the model with "
+                         "xtc.quantize_, which creates it")
+    qn, qp, signs = lsq_levels(bits)
+    g = _grouped(w, groups)
+    if state.shape != (g.shape[0],):
+        raise ValueError(f"lsq: {tuple(state.shape)} step sizes for {g.shape[0]} groups")
+    step = _scale_gradient(state, 1.0 / math.sqrt(g.shape[1] * qp)).clamp(min=LSQ_MIN_STEP)[:, None]
+    x = torch.clamp(g / step, -qn, qp)
+    r = _sign(x) if signs else torch.round(x)
+    return ((x + (r - x).detach()) * step).reshape(w.shape)
+
+
+@torch.no_grad()
+def lsq_codes(w: torch.Tensor, bits: int, groups: int, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes ``R(clamp(W / s, -Qn, Qp))`` (``[groups, n]``) and the steps ``s`` (``[groups]``)."""
+    qn, qp, signs = lsq_levels(bits)
+    step = state.detach().clamp(min=LSQ_MIN_STEP)
+    x = torch.clamp(_grouped(w.detach(), groups) / step[:, None], -qn, qp)
+    return (_sign(x) if signs else torch.round(x)), step
+
+
+register_weight_quantizer("absmean")(_absmean)
+register_weight_quantizer("lsq", init_state=lsq_init)(lsq_quantize)

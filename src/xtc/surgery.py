@@ -5,6 +5,20 @@ inside the base model), so every encoder family transformers builds the usual wa
 quantized inside a block is every ``nn.Linear`` (query/key/value, attention output, FFN up and
 down). The word embedding is quantized per row. Everything else (position and token-type
 embeddings, LayerNorm, biases, pooler, classifier) stays full precision (XTC-METHOD.md section 2).
+
+Families checked with transformers 5.24 (tests/test_families.py), none by class name:
+BERT, RoBERTa, XLM-RoBERTa (query/key/value, attention output dense, FFN dense x2); ELECTRA (the
+same; its ``embeddings_project`` from embedding_size to hidden_size sits outside the blocks and
+stays FP, like the other embedding-side parameters); DistilBERT (q_lin/k_lin/v_lin/out_lin,
+ffn.lin1/lin2; its layer count is ``n_layers``, reached through ``num_hidden_layers``); MPNet
+(q/k/v/o; the relative attention bias table lives in the encoder, shared by every layer, and stays
+FP as position embeddings do); DeBERTa-v2/v3 (query_proj/key_proj/value_proj, output and FFN
+dense). DeBERTa's relative-position embedding table is shared by all layers (in the encoder) and
+stays FP; each layer projects it with its own position key/query projections. With
+``share_att_key`` (DeBERTa-v3) those projections *are* query_proj/key_proj, so they are quantized;
+without it they are the per-layer ``pos_key_proj``/``pos_query_proj`` linears, quantized too, so
+that both variants quantize the same roles (every per-layer projection matrix) and only the shared
+table stays FP. DeBERTa-v2-xlarge's optional ConvLayer sits outside the blocks and stays FP.
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,7 +37,7 @@ from .modules import QuantEmbedding, QuantLinear
 from .quantizers import default_scheme, get_weight_quantizer
 
 # Families tested end to end; others with the same structure are accepted too.
-TESTED_FAMILIES = ("bert", "roberta")
+TESTED_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "deberta-v2")
 XTC_CONFIG_NAME = "xtc_config.json"
 
 
@@ -48,7 +63,7 @@ class XTCConfig:
 
     def __post_init__(self):
         scheme = self.weight_scheme or default_scheme(self.weight_bits)
-        get_weight_quantizer(scheme)  # fails early on an unknown name
+        _check_scheme_bits(scheme, self.weight_bits)  # fails early on an unknown name or unfit bits
         object.__setattr__(self, "weight_scheme", scheme)
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.activation_bits is not None and not 2 <= self.activation_bits <= 16:
@@ -76,6 +91,18 @@ class XTCConfig:
     def load(cls, directory: str | Path) -> Optional["XTCConfig"]:
         path = Path(directory, XTC_CONFIG_NAME)
         return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def _check_scheme_bits(scheme: str, bits: int) -> None:
+    """Quantize a tiny tensor, so that a scheme refusing ``bits`` (absmean is 2-bit only) says so now."""
+    import torch
+
+    from .quantizers import weight_quantizer_state_init
+
+    fn, init = get_weight_quantizer(scheme), weight_quantizer_state_init(scheme)
+    w = torch.ones(1, 2)
+    with torch.no_grad():
+        fn(w, bits=bits, groups=1, **({"state": init(w, bits, 1)} if init is not None else {}))
 
 
 class UnsupportedModelError(ValueError):
@@ -187,8 +214,63 @@ def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
     """
     if model_class is None:
         from transformers import AutoModelForSequenceClassification as model_class
-    model = model_class.from_pretrained(path, **kwargs)
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(_hide_step_size_report)
+    try:
+        model = model_class.from_pretrained(path, **kwargs)
+    finally:
+        report_logger.removeFilter(_hide_step_size_report)
     stored = getattr(model.config, "xtc", None)
     if stored:
         quantize_(model, XTCConfig.from_dict(stored))
+        _load_learned_state(model, path)
     return model
+
+
+def _hide_step_size_report(record: logging.LogRecord) -> bool:
+    """Drop transformers' load report when its only entries are the learned step sizes (restored
+    by :func:`_load_learned_state` right after), which it would list as UNEXPECTED."""
+    message = record.getMessage()
+    if "LOAD REPORT" not in message:
+        return True
+    rows = [line for line in message.splitlines() if "|" in line and not line.startswith(("Key", "-"))]
+    return not rows or not all("step_size" in line and "UNEXPECTED" in line for line in rows)
+
+
+def _load_learned_state(model: nn.Module, path: str | Path) -> None:
+    """Restore the parameters quantize_ created (LSQ's ``step_size``) from the checkpoint's weights.
+
+    ``from_pretrained`` runs before quantize_ re-creates them, so it skips them as unexpected keys;
+    they are read here from the checkpoint files (safetensors, sharded or not, or a .bin).
+    """
+    names = [n for n, _ in model.named_parameters() if n.endswith(".step_size")]
+    if not names:
+        return
+    import torch
+    from transformers.utils import cached_file
+
+    def resolve(filename):
+        return cached_file(str(path), filename, _raise_exceptions_for_missing_entries=False)
+
+    tensors: dict = {}
+    index = resolve("model.safetensors.index.json")
+    single = resolve("model.safetensors")
+    if index or single:
+        from safetensors import safe_open
+
+        files = ([resolve(f) for f in sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))]
+                 if index else [single])
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                tensors.update({k: f.get_tensor(k) for k in f.keys() if k.endswith(".step_size")})
+    elif resolve("pytorch_model.bin"):
+        state = torch.load(resolve("pytorch_model.bin"), map_location="cpu", weights_only=True)
+        tensors = {k: v for k, v in state.items() if k.endswith(".step_size")}
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise ValueError(f"{path}: the checkpoint has no learned step sizes for {len(missing)} quantized modules "
+                         f"(e.g. {missing[0]}); it was not saved from a model quantized with this scheme")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(tensors[n])

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from .checkpoints import resume_point, truncate_log
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
 from .distill import DistillConfig, Distiller
 from .io import write_json_atomic
@@ -89,10 +90,24 @@ class XTCTrainer(Trainer):
             self._parts_count += 1
         if model.training and not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"loss became {float(loss)} at step {self.state.global_step + 1}; stopped, the last good "
+                f"loss became {float(loss.detach())} at step {self.state.global_step + 1}; stopped, the last good "
                 f"checkpoint is kept in {self.args.output_dir} (try a lower learning rate)"
             )
         return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs):
+        metrics = super().evaluate(*args, **kwargs)
+        # weights blown up by a step whose own loss was still finite show here first; raising before
+        # the checkpoint of this step is saved keeps the previous (good) one as the last
+        bad = {k: v for k, v in metrics.items()
+               if k.endswith("_loss") and isinstance(v, float) and not math.isfinite(v)}
+        if bad and self.state.global_step > 0:
+            name, value = next(iter(bad.items()))
+            raise NonFiniteLossError(
+                f"dev loss ({name}) became {value} at step {self.state.global_step}; stopped, the last good "
+                f"checkpoint is kept in {self.args.output_dir} (try a lower learning rate)"
+            )
+        return metrics
 
     def log(self, logs, *args, **kwargs):
         if self._parts_count and "loss" in logs:  # add the mean of each KD term since the last log
@@ -117,7 +132,10 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    # batch_size is per process: under torchrun / accelerate launch one step takes
+    # batch_size x WORLD_SIZE examples, so an epoch has fewer steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * world))
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
     eval_steps = config.eval_steps or steps_per_epoch
@@ -164,9 +182,17 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         layer_map=layer_map,
         distill_config=distill_config,
     )
-    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"))
+    resume_from = None
+    if resume:
+        # the newest *complete* checkpoint (one cut short by a kill is deleted, on the main
+        # process first); the log keeps only the records up to it, as they are logged again
+        with args.main_process_first(local=False, desc="finding the last complete checkpoint"):
+            main = trainer.is_world_process_zero()
+            resume_from = resume_point(output_dir / "checkpoints", cleanup=main)
+            if main:
+                truncate_log(log_path, int(resume_from.name.rsplit("-", 1)[-1]) if resume_from else 0)
     start = time.time()
-    trainer.train(resume_from_checkpoint=bool(resume and checkpoints) or None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.time() - start
     final = trainer.evaluate()  # the best checkpoint, reloaded by load_best_model_at_end
     model_dir = output_dir / "model"
@@ -180,7 +206,9 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         "train_wall_s": round(wall, 1),
         "config": asdict(config),
     }
-    write_json_atomic(output_dir / "stage.json", summary)
+    if trainer.is_world_process_zero():
+        write_json_atomic(output_dir / "stage.json", summary)
+    trainer.accelerator.wait_for_everyone()  # the next stage (every process) reads what was saved
     return summary
 
 

@@ -92,7 +92,7 @@ def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: Optiona
                     ternary: bool) -> dict:
     """Tile layout and epilogue vectors for codes ``[N, K]`` in {-1, 0, +1}.
 
-    Returns tensors ``wp`` (int64 [N/16, K/4, planes]), ``colsum128`` (int32), ``alpha``, ``bias``
+    Returns tensors ``wp`` (int64 [N/16, K/4, planes]), ``colsum128`` (int32), ``alpha``, ``bias_p``
     (float32), all padded to a multiple of 16 outputs.
     """
     n, k = codes.shape
@@ -115,7 +115,7 @@ def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: Optiona
     b = torch.zeros(nt * TILE_N, dtype=torch.float32)
     if bias is not None:
         b[:n] = bias.to(torch.float32)
-    return {"wp": wp, "colsum128": (colsum * 128).to(torch.int32).contiguous(), "alpha": alpha, "bias": b}
+    return {"wp": wp, "colsum128": (colsum * 128).to(torch.int32).contiguous(), "alpha": alpha, "bias_p": b}
 
 
 def codes_from_tiles(wp: torch.Tensor, n: int, k: int) -> torch.Tensor:
@@ -161,25 +161,53 @@ def linear_reference(x: torch.Tensor, codes: torch.Tensor, row_scales: torch.Ten
 _local = threading.local()
 
 
-def packed_activations(ext, x: torch.Tensor):
-    """``ext.pack_activations`` of ``x`` as ``[-1, K]`` float32, reused while the same tensor (same
-    object, same version) comes back. Holds the input weakly, so nothing outlives its forward pass."""
-    ref = getattr(_local, "ref", None)
-    if ref is not None and ref() is x and _local.version == x._version:
-        return _local.packed
+def packed_activations(ext, x: torch.Tensor, group: Optional[int] = None, group_size: int = 1):
+    """``ext.pack_activations`` of ``x`` as ``[-1, K]`` float32.
+
+    Linears of one sharing ``group`` (siblings called one after the other on the same input, like
+    query/key/value) reuse the packed activations: the entry serves the next ``group_size - 1``
+    calls of that group with the very same tensor object (and, outside inference mode, the same
+    version counter), then it is dropped. The input is held weakly.
+    """
+    if group is not None:
+        entry = getattr(_local, "entry", None)
+        if entry is not None and entry[0] == group and entry[1]() is x and entry[2] == _version(x):
+            _local.entry = (*entry[:4], entry[4] - 1) if entry[4] > 1 else None
+            return entry[3]
     packed = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
-    try:
-        _local.ref, _local.version, _local.packed = weakref.ref(x), x._version, packed
-    except TypeError:  # some tensor subclasses refuse weak references: just do not cache
-        _local.ref = None
+    if group is not None and group_size > 1:
+        try:
+            _local.entry = (group, weakref.ref(x), _version(x), packed, group_size - 1)
+        except TypeError:  # a tensor subclass refusing weak references: no sharing
+            _local.entry = None
     return packed
 
 
-def packed_linear(x: torch.Tensor, prep: dict, out_features: int) -> Optional[torch.Tensor]:
+def _version(x: torch.Tensor) -> Optional[int]:
+    return None if x.is_inference() else x._version  # inference tensors have no version counter
+
+
+ACTIVATIONS = {None: 0, "gelu": 1}  # epilogue activations of the kernels (exact erf GELU)
+
+
+def packed_linear(x: torch.Tensor, prep: dict, out_features: int, group: Optional[int] = None,
+                  group_size: int = 1, act: Optional[str] = None) -> Optional[torch.Tensor]:
     """Kernel linear of ``x`` ``[..., K]`` -> ``[M, N]`` float32 (None without the extension);
     the tensors of ``prep`` come from :func:`prepare_weights`."""
     ext = extension()
     if ext is None:
         return None
-    ap, s = packed_activations(ext, x)
-    return ext.linear_packed(ap, s, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias"], out_features)
+    ap, s = packed_activations(ext, x, group, group_size)
+    return ext.linear_packed(ap, s, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], out_features,
+                             ACTIVATIONS[act])
+
+
+def packed_ffn(x: torch.Tensor, up: dict, n_up: int, down: dict, n_down: int,
+               act: Optional[str] = "gelu") -> Optional[torch.Tensor]:
+    """Fused ``down(act(up(x)))`` -> ``[M, n_down]`` (None without the extension)."""
+    ext = extension()
+    if ext is None:
+        return None
+    ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
+    return ext.ffn_packed(ap, s, up["wp"], up["colsum128"], up["alpha"], up["bias_p"], n_up,
+                          down["wp"], down["colsum128"], down["alpha"], down["bias_p"], n_down, ACTIVATIONS[act])

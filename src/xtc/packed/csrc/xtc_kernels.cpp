@@ -202,11 +202,18 @@ struct GemmArgs {
   const float* bias;        // [NT * 16] (zeros when the layer has none)
   float* y;                 // [M, N]
   int64_t M, N, K4, NT, MR, P;
+  int act;                  // ACT_NONE or ACT_GELU, applied in the epilogue
 };
 
-// Epilogue shared by all paths: integer accumulator -> float output row segment.
-inline float finish(int32_t acc, int32_t c128, float s, float a, float b) {
-  return (float)(acc - c128) * s * a + b;
+enum Act { ACT_NONE = 0, ACT_GELU = 1 };
+
+// Exact (erf) GELU as torch computes it: x * 0.5 * (1 + erf(x / sqrt(2))).
+inline float gelu_scalar(float x) { return x * 0.5f * (1.0f + std::erf(x * (float)M_SQRT1_2)); }
+
+// Epilogue shared by the scalar and AVX2 paths: integer accumulator -> float output.
+inline float finish(int32_t acc, int32_t c128, float s, float a, float b, int act) {
+  float y = (float)(acc - c128) * s * a + b;
+  return act == ACT_GELU ? gelu_scalar(y) : y;
 }
 
 void gemm_scalar_block(const GemmArgs& g, int64_t mb, int64_t t) {
@@ -233,7 +240,7 @@ void gemm_scalar_block(const GemmArgs& g, int64_t mb, int64_t t) {
     for (int i = 0; i < 16; ++i) {
       int64_t n = t * 16 + i;
       if (n >= g.N) break;
-      g.y[m * g.N + n] = finish(acc[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n]);
+      g.y[m * g.N + n] = finish(acc[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n], g.act);
     }
   }
 }
@@ -251,6 +258,43 @@ XTC_AVX512 __m512i expand_avx512(const uint64_t* planes) {
   return _mm512_mask_blend_epi8(m1, _mm512_maskz_mov_epi8(m0, pos), neg);
 }
 
+// exp(x) for x <= 0 (Cephes-style: 2^n * p(r), |r| <= ln2/2), about 1 ulp; underflows to 0.
+XTC_AVX512 __m512 exp_neg_avx512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// erf as ATen's vectorized CPU erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), so that the
+// fused GELU matches torch's own float GELU kernel to float rounding.
+XTC_AVX512 __m512 erf_avx512(__m512 x) {
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
+  const __m512 ax = _mm512_abs_ps(x), one = _mm512_set1_ps(1.f);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
+  __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+  const __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
+  const __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(y), sign));
+}
+
+XTC_AVX512 __m512 gelu_avx512(__m512 x) {
+  const __m512 e = erf_avx512(_mm512_mul_ps(x, _mm512_set1_ps((float)M_SQRT1_2)));
+  return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_add_ps(_mm512_set1_ps(1.f), e));
+}
+
 // MR tokens x NB tiles (16 outputs each). Accumulators stay in registers over the whole K.
 template <int MR, int NB, int P>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const GemmArgs& g, int64_t mb,
@@ -259,18 +303,30 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const G
   const uint32_t* blk = g.ap + mb * K4 * MR;
   const uint64_t* wt[NB];
   for (int b = 0; b < NB; ++b) wt[b] = g.wp + (t0 + b) * K4 * P;
+  // Fully unrolled loops over compile-time bounds keep all MR x NB accumulators in registers;
+  // they go to memory (buf) only once, after the K loop, so the epilogue can index them freely.
   __m512i acc[MR][NB];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_setzero_si512();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     __m512i w[NB];
+#pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) w[b] = expand_avx512<P>(wt[b] + k4 * P);
     const uint32_t* a4 = blk + k4 * MR;
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
-      __m512i a = _mm512_set1_epi32((int)a4[r]);
+      const __m512i a = _mm512_set1_epi32((int)a4[r]);
+#pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], a, w[b]);
     }
   }
+  alignas(64) int32_t buf[MR][NB][16];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) _mm512_store_si512((void*)buf[r][b], acc[r][b]);
   // Epilogue: (acc - 128 colsum) * s[m] * alpha[n] + bias[n], masked at the right edge.
   for (int b = 0; b < NB; ++b) {
     const int64_t n0 = (t0 + b) * 16;
@@ -282,12 +338,19 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const G
     for (int r = 0; r < MR; ++r) {
       const int64_t m = mb * MR + r;
       if (m >= g.M) break;
-      __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][b], c));
+      __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512((const void*)buf[r][b]), c));
       v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g.s[m])), al);
       v = _mm512_add_ps(v, bi);
+      if (g.act == ACT_GELU) v = gelu_avx512(v);
       _mm512_mask_storeu_ps(g.y + m * g.N + n0, nm, v);
     }
   }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t gelu_vec(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, gelu_avx512(_mm512_loadu_ps(x + i)));
+  return i;
 }
 
 #define XTC_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
@@ -318,10 +381,12 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t m
   const uint64_t* wt = g.wp + t * K4 * P;
   const __m256i ones16 = _mm256_set1_epi16(1);
   __m256i acc[MR][2];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   for (int64_t k4 = 0; k4 < K4; ++k4) {
     __m256i w0 = expand_avx2<P>(wt + k4 * P, 0), w1 = expand_avx2<P>(wt + k4 * P, 1);
     const uint32_t* a4 = blk + k4 * MR;
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       __m256i a = _mm256_set1_epi32((int)a4[r]);
       // u8 x s8 pairs -> i16 (|2 * 255 * 1| cannot saturate), then pairs of i16 -> i32
@@ -329,16 +394,20 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t m
       acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones16));
     }
   }
+  alignas(32) int32_t buf[MR][16];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_si256((__m256i*)buf[r], acc[r][0]);
+    _mm256_store_si256((__m256i*)(buf[r] + 8), acc[r][1]);
+  }
   for (int r = 0; r < MR; ++r) {
     const int64_t m = mb * MR + r;
     if (m >= g.M) break;
-    int32_t tmp[16];
-    _mm256_storeu_si256((__m256i*)tmp, acc[r][0]);
-    _mm256_storeu_si256((__m256i*)(tmp + 8), acc[r][1]);
+    const int32_t* tmp = buf[r];
     for (int i = 0; i < 16; ++i) {
       const int64_t n = t * 16 + i;
       if (n >= g.N) break;
-      g.y[m * g.N + n] = finish(tmp[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n]);
+      g.y[m * g.N + n] = finish(tmp[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n], g.act);
     }
   }
 }
@@ -409,7 +478,7 @@ std::vector<torch::Tensor> pack_activations(torch::Tensor x) {
 }
 
 torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp, torch::Tensor colsum128,
-                            torch::Tensor alpha, torch::Tensor bias, int64_t N) {
+                            torch::Tensor alpha, torch::Tensor bias, int64_t N, int64_t act) {
   check_weights(wp, colsum128, alpha, bias, N);
   const int isa = active_isa();
   const int64_t MR = block_rows(isa);
@@ -423,15 +492,71 @@ torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp,
   GemmArgs g{(const uint32_t*)ap.data_ptr<int32_t>(), s.data_ptr<float>(),
              (const uint64_t*)wp.data_ptr<int64_t>(), colsum128.data_ptr<int32_t>(),
              alpha.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
-             M, N, wp.size(1), wp.size(0), MR, wp.size(2)};
+             M, N, wp.size(1), wp.size(0), MR, wp.size(2), (int)act};
   gemm(isa, g);
   return y;
 }
 
 torch::Tensor linear(torch::Tensor x, torch::Tensor wp, torch::Tensor colsum128, torch::Tensor alpha,
-                     torch::Tensor bias, int64_t N) {
+                     torch::Tensor bias, int64_t N, int64_t act) {
   auto packed = pack_activations(x);
-  return linear_packed(packed[0], packed[1], wp, colsum128, alpha, bias, N);
+  return linear_packed(packed[0], packed[1], wp, colsum128, alpha, bias, N, act);
+}
+
+// Fused feed-forward block: y = down(act(up(x))), both linears W1A8/W2A8.
+// Activations are quantized per token, so the block can run on chunks of tokens: the intermediate
+// (tokens x 4 hidden) then lives in one small buffer reused chunk after chunk instead of a large
+// tensor written, read back, activated and re-quantized as separate passes.
+torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, torch::Tensor c1,
+                         torch::Tensor a1, torch::Tensor b1, int64_t N1, torch::Tensor wp2, torch::Tensor c2,
+                         torch::Tensor a2, torch::Tensor b2, int64_t N2, int64_t act) {
+  check_weights(wp1, c1, a1, b1, N1);
+  check_weights(wp2, c2, a2, b2, N2);
+  const int isa = active_isa();
+  const int64_t MR = block_rows(isa);
+  TORCH_CHECK(ap.dim() == 3 && ap.size(2) == MR && ap.scalar_type() == torch::kInt32 && ap.size(1) == wp1.size(1),
+              "xtc kernel: packed activations do not fit the first linear");
+  TORCH_CHECK(wp2.size(1) == ceil_div(N1, 4), "xtc kernel: the second linear must take the first one's output");
+  const int64_t M = s.numel();
+  TORCH_CHECK(ap.size(0) == ceil_div(M, MR), "xtc kernel: scales do not match the packed activations");
+  auto y = torch::empty({M, N2}, torch::kFloat32);
+  if (M == 0) return y;
+  const int64_t CM = kChunkBlocks * MR;  // tokens per chunk: a multiple of MR
+  const int64_t K4b = wp2.size(1);
+  auto h = torch::empty({std::min(M, CM), N1}, torch::kFloat32);
+  auto hp = torch::empty({ceil_div(std::min(M, CM), MR), K4b, MR}, torch::kInt32);
+  auto hs = torch::empty({std::min(M, CM)}, torch::kFloat32);
+  for (int64_t m0 = 0; m0 < M; m0 += CM) {
+    const int64_t rows = std::min(CM, M - m0);
+    GemmArgs g1{(const uint32_t*)ap.data_ptr<int32_t>() + (m0 / MR) * ap.size(1) * MR, s.data_ptr<float>() + m0,
+                (const uint64_t*)wp1.data_ptr<int64_t>(), c1.data_ptr<int32_t>(), a1.data_ptr<float>(),
+                b1.data_ptr<float>(), h.data_ptr<float>(), rows, N1, wp1.size(1), wp1.size(0), MR, wp1.size(2),
+                (int)act};
+    gemm(isa, g1);
+    quantize_pack(isa, h.data_ptr<float>(), rows, N1, MR, (uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>());
+    GemmArgs g2{(const uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
+                (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(), a2.data_ptr<float>(),
+                b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1), wp2.size(0), MR,
+                wp2.size(2), ACT_NONE};
+    gemm(isa, g2);
+  }
+  return y;
+}
+
+// Scalar and vector GELU of the epilogue, exposed for tests.
+torch::Tensor gelu(torch::Tensor x) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "xtc kernel: gelu takes float32");
+  x = x.contiguous();
+  auto y = torch::empty_like(x);
+  const float* px = x.data_ptr<float>();
+  float* py = y.data_ptr<float>();
+  const int64_t n = x.numel();
+  int64_t i = 0;
+#if XTC_X86
+  if (active_isa() == ISA_AVX512) i = gelu_vec(px, py, n);
+#endif
+  for (; i < n; ++i) py[i] = gelu_scalar(px[i]);
+  return y;
 }
 
 // Unpacked int8 codes and scales exactly as the kernel sees them (for tests).
@@ -471,7 +596,9 @@ std::string set_isa(const std::string& name) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "xtc packed 1/2-bit x int8 linear kernels (AVX-512 VNNI / AVX2 / scalar)";
   m.def("pack_activations", &pack_activations, "quantize x to int8 per token and pack for the kernel");
-  m.def("linear_packed", &linear_packed, "y = s * alpha * (q @ w^T) + bias from packed activations");
+  m.def("linear_packed", &linear_packed, "y = act(s * alpha * (q @ w^T) + bias) from packed activations");
+  m.def("ffn_packed", &ffn_packed, "fused down(act(up(x))) from packed activations, in chunks of tokens");
+  m.def("gelu", &gelu, "the epilogue's GELU (for tests)");
   m.def("linear", &linear, "pack_activations + linear_packed");
   m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
   m.def("get_isa", &get_isa);

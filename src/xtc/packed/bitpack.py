@@ -1,0 +1,111 @@
+"""Canonical bit packing of weight codes (the on-disk layout of the packed format).
+
+Every packed tensor is a 2-D ``[rows, cols]`` matrix of codes packed *row by row*: each row starts
+on a byte boundary, so a row (an embedding lookup, one output of a linear) is addressable on its own
+and shapes can be checked exactly. Three packings:
+
+* ``bits``  (binary codes {-1, +1}): 8 codes per byte, bit i of byte j is code ``8j + i``
+  (least significant bit first), 1 = +1. Exactly 1 bit per weight.
+* ``base3`` (ternary {-1, 0, +1}): 5 codes per byte as base-3 digits ``d = code + 1``,
+  ``byte = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4`` (3^5 = 243 <= 256), 1.6 bits per weight.
+  A byte above 242 is not a valid encoding (corruption is detected, not decoded).
+* ``2bit``  (ternary): 4 codes per byte, 2-bit fields LSB first holding ``code & 3``
+  (0 -> 0, 1 -> 1, 3 -> -1; the field value 2 is invalid). Simpler and byte-aligned per 4 weights.
+
+Padding codes at the end of a row are 0 for ternary (digit 1 / field 0) and -1 (bit 0) for binary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+PACKINGS = ("bits", "base3", "2bit")
+CODES_PER_BYTE = {"bits": 8, "base3": 5, "2bit": 4}
+_POW3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32)  # for decoding
+
+
+def packed_cols(packing: str, cols: int) -> int:
+    """Bytes per packed row of ``cols`` codes."""
+    return -(-cols // CODES_PER_BYTE[_check(packing)])
+
+
+def _check(packing: str) -> str:
+    if packing not in CODES_PER_BYTE:
+        raise ValueError(f"unknown packing {packing!r}; one of {', '.join(PACKINGS)}")
+    return packing
+
+
+def _pad_cols(codes: torch.Tensor, per_byte: int, fill: int) -> torch.Tensor:
+    rows, cols = codes.shape
+    padded = -(-cols // per_byte) * per_byte
+    if padded == cols:
+        return codes
+    out = torch.full((rows, padded), fill, dtype=codes.dtype)
+    out[:, :cols] = codes
+    return out
+
+
+def pack(codes: torch.Tensor, packing: str) -> torch.Tensor:
+    """Pack integer codes ``[rows, cols]`` (any integer or float dtype holding -1/0/+1) to uint8.
+
+    Works in uint8 throughout (one pass per code position in a byte), so packing a whole
+    embedding table needs little more memory than the table of codes itself.
+    """
+    if codes.dim() != 2:
+        raise ValueError(f"pack expects a 2-D code matrix, got shape {tuple(codes.shape)}")
+    _check(packing)
+    if packing == "bits":
+        if not bool(((codes == 1) | (codes == -1)).all()):
+            raise ValueError("binary packing needs codes in {-1, +1}")
+        digits, base = _pad_cols((codes > 0).to(torch.uint8), 8, 0), 2
+    else:
+        if not bool(((codes >= -1) & (codes <= 1)).all()):
+            raise ValueError("ternary packing needs codes in {-1, 0, +1}")
+        if packing == "base3":
+            digits, base = _pad_cols((codes + 1).to(torch.uint8), 5, 1), 3
+        else:  # 2bit: the field is the code's two low bits (two's complement), -1 -> 3
+            digits, base = _pad_cols(torch.where(codes < 0, 3, codes).to(torch.uint8), 4, 0), 4
+    per_byte = CODES_PER_BYTE[packing]
+    d = digits.reshape(codes.shape[0], -1, per_byte)
+    out = torch.zeros(d.shape[:2], dtype=torch.uint8)
+    for i in range(per_byte - 1, -1, -1):  # Horner: out = d0 + base * (d1 + base * (d2 + ...))
+        out = out * base + d[:, :, i]
+    return out
+
+
+# Decoding tables: byte value -> its codes. Built once; a lookup decodes any number of rows at once.
+def _table(packing: str) -> torch.Tensor:
+    b = torch.arange(256, dtype=torch.int32)
+    if packing == "bits":
+        return (((b[:, None] >> torch.arange(8)) & 1) * 2 - 1).to(torch.int8)
+    if packing == "base3":
+        return ((b[:, None] // _POW3) % 3 - 1).to(torch.int8)
+    f = (b[:, None] >> (2 * torch.arange(4))) & 3
+    return torch.where(f == 3, -1, f).to(torch.int8)  # field 2 decodes as 2: flagged by validate()
+
+
+_TABLES = {p: _table(p) for p in PACKINGS}
+
+
+def unpack(packed: torch.Tensor, cols: int, packing: str) -> torch.Tensor:
+    """Inverse of :func:`pack` for ``[..., bytes]`` uint8 -> int8 codes ``[..., cols]``.
+
+    Works on any leading shape (e.g. the looked-up rows of an embedding ``[batch, seq, bytes]``).
+    Does not validate; call :func:`invalid_bytes` once when the tensor is loaded.
+    """
+    table = _TABLES[_check(packing)]
+    out = table[packed.long()]  # [..., bytes, per_byte]
+    return out.reshape(*packed.shape[:-1], -1)[..., :cols]
+
+
+def invalid_bytes(packed: torch.Tensor, packing: str) -> int:
+    """Number of bytes that are not a valid encoding (0 for a sound tensor). Plain uint8 comparisons,
+    no widening, so that checking a whole embedding table costs no extra memory to speak of."""
+    if packing == "base3":
+        return int((packed > 242).sum())
+    if packing == "2bit":
+        bad = torch.zeros(packed.shape, dtype=torch.bool)
+        for shift in range(0, 8, 2):  # a field equal to 2 (binary 10) encodes nothing
+            bad |= (packed & (3 << shift)) == (2 << shift)
+        return int(bad.sum())
+    return 0

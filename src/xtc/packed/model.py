@@ -1,0 +1,429 @@
+"""Packed inference modules, and save/load of a whole model in the packed format.
+
+``save_packed`` takes a model quantized by xtc (the fake-quant training model of
+``xtc.load_quantized``, or a model loaded by ``load_packed``) and writes its integer codes, obtained
+with the *same* code functions the quantizers use in training, so the packed model computes what
+the training model computed. ``load_packed`` rebuilds the transformers model with parameters on the
+``meta`` device (nothing allocated), puts packed modules in place of the quantized ones and loads the
+few full-precision tensors: the resident weights are the packed ones.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import quantizers as Q
+from ..modules import QuantEmbedding, QuantLinear
+from . import bitpack, kernels
+from . import format as fmt
+from .format import PackedFormatError
+
+# Full-precision tensors that the int8_extras option stores as 8-bit (per-row symmetric): the two
+# largest ones left (BERT-base: position embeddings 512 x 768, pooler 768 x 768).
+INT8_EXTRAS = ("position_embeddings.weight", "pooler.dense.weight")
+FP16_MAX = 65504.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------------
+class PackedLinear(nn.Module):
+    """``y = quant_a(x) @ (alpha * codes)^T + b`` computed from the packed weight.
+
+    Holds the kernel's tile layout (1 bit/weight binary, 2 bits/weight ternary), per-output scales
+    and the bias. With 8-bit activations and scales that are constant along rows (one per matrix or
+    per row, the usual case) the C++ kernel runs; otherwise (other activation bits, groups smaller
+    than a row, no compiler) a torch path computes the same thing from the decoded codes.
+    """
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: Optional[torch.Tensor], kind: str,
+                 activation_bits: Optional[int]):
+        super().__init__()
+        self.out_features, self.in_features = codes.shape
+        self.kind, self.groups, self.activation_bits = kind, scales.numel(), activation_bits
+        n, k = codes.shape
+        group_size = n * k // self.groups
+        # Scales constant along each row: expand them to one per output for the kernel's epilogue.
+        rows_per_group = group_size // k if group_size % k == 0 else 0
+        row_scales = scales.float().repeat_interleave(rows_per_group) if rows_per_group else torch.ones(n)
+        prep = kernels.prepare_weights(codes, row_scales, bias, ternary=(kind == "ternary"))
+        self.per_row = bool(rows_per_group)
+        self.has_bias = bias is not None
+        # Non-persistent: state_dict() stays free of layout details; save_packed reads them explicitly.
+        for name, t in prep.items():
+            self.register_buffer(name, t, persistent=False)
+        self.register_buffer("scales", scales.float().clone(), persistent=False)
+        self._codes_cache: Optional[torch.Tensor] = None
+        # Set by load_packed for siblings that share their input (query/key/value): (group id, size).
+        self.share_group: tuple[Optional[int], int] = (None, 1)
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self._buffers["bias_p"][: self.out_features] if self.has_bias else None
+
+    def codes(self) -> torch.Tensor:
+        """The int8 code matrix ``[out, in]`` (decoded from the tile layout)."""
+        return kernels.codes_from_tiles(self.wp, self.out_features, self.in_features)
+
+    def uses_kernel(self) -> bool:
+        return self.activation_bits == 8 and self.per_row and kernels.extension() is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_shape = (*x.shape[:-1], self.out_features)
+        if self.activation_bits == 8 and self.per_row:
+            y = kernels.packed_linear(x, self._buffers, self.out_features, *self.share_group)
+            if y is not None:
+                return y.view(out_shape).to(x.dtype)
+        return self._forward_torch(x).view(out_shape)
+
+    def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
+        # Fallback: decoded int8 codes are cached (8 bits/weight) rather than decoded per call.
+        if self._codes_cache is None:
+            self._codes_cache = self.codes()
+        codes, x2 = self._codes_cache, x.reshape(-1, self.in_features).float()
+        if self.activation_bits == 8 and self.per_row:
+            y = kernels.linear_reference(x2, codes, self._buffers["alpha"][: self.out_features], self.bias)
+        else:
+            if self.activation_bits is not None:
+                x2 = Q.quantize_activations(x2, self.activation_bits)
+            w = (codes.float().reshape(self.groups, -1) * self.scales[:, None]).reshape(codes.shape)
+            y = F.linear(x2, w, self.bias)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        path = "kernel" if self.uses_kernel() else "torch"
+        return (f"{self.in_features}, {self.out_features}, {self.kind}, groups={self.groups}, "
+                f"A{self.activation_bits or 'fp'}, {path}")
+
+
+class PackedEmbedding(nn.Module):
+    """Word embedding kept in its canonical packed form; looked-up rows are decoded on the fly."""
+
+    def __init__(self, packed: torch.Tensor, scales: torch.Tensor, embedding_dim: int, packing: str,
+                 kind: str, padding_idx: Optional[int] = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = packed.shape[0], embedding_dim
+        self.packing, self.kind, self.padding_idx = packing, kind, padding_idx
+        self.register_buffer("packed", packed.contiguous(), persistent=False)
+        self.register_buffer("scales", scales.float().contiguous(), persistent=False)
+
+    def codes(self) -> torch.Tensor:
+        return bitpack.unpack(self.packed, self.embedding_dim, self.packing)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = bitpack.unpack(self.packed[input_ids], self.embedding_dim, self.packing)
+        return rows.float() * self.scales[input_ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.kind} ({self.packing}), per row"
+
+
+# ------------------------------------------------------------------------------------------------
+# Codes of a quantization-aware module: the quantizers' own *_codes functions
+# ------------------------------------------------------------------------------------------------
+def _codes(module: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes [groups, n], scales [groups]) exactly as the module's quantizer computes them."""
+    scheme, bits, w = module.weight_scheme, module.weight_bits, module.weight.detach().float()
+    state = getattr(module, "step_size", None)
+    if scheme == "binary":
+        codes, scales = Q.binary_codes(w, groups)
+    elif scheme == "ternary":
+        codes, scales = Q.ternary_codes(w, groups)
+    elif scheme == "absmean" and hasattr(Q, "absmean_codes"):
+        codes, scales = Q.absmean_codes(w, groups)
+    elif scheme == "lsq" and hasattr(Q, "lsq_codes") and bits in (1, 2):
+        codes, scales = Q.lsq_codes(w, bits, groups, state.detach().float())
+    else:
+        raise ValueError(f"the packed format holds 1-bit and 2-bit (ternary) weights (schemes binary, ternary, "
+                         f"absmean, lsq); this model uses {scheme!r} with {bits} bits")
+    return codes, scales.float()
+
+
+def _kind(codes: torch.Tensor, bits: int) -> str:
+    if bits == 1 and bool(((codes == 1) | (codes == -1)).all()):
+        return "binary"
+    if bits <= 2 and bool(((codes >= -1) & (codes <= 1)).all()):
+        return "ternary"
+    raise ValueError(f"codes of a {bits}-bit weight fall outside {{-1, 0, +1}}: cannot pack")
+
+
+def _int8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: scale = max|row| / 127 (0 for an all-zero row)."""
+    t = t.detach().float()
+    scale = t.abs().amax(dim=1) / 127
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(t / safe[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+# ------------------------------------------------------------------------------------------------
+# save_packed
+# ------------------------------------------------------------------------------------------------
+def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8_extras: bool = False,
+                ternary_packing: str = "base3", tokenizer=None, teacher_num_layers: Optional[int] = None) -> Path:
+    """Write ``model`` (quantized by xtc) as one packed safetensors file.
+
+    ``path``: a folder (gets ``model.xtc.safetensors``, plus the tokenizer when given) or a
+    ``.safetensors`` file name. ``fp_dtype``: ``fp16`` (default) or ``fp32`` for the full-precision
+    tensors. ``int8_extras``: position embeddings and pooler weight as per-row int8.
+    ``ternary_packing``: ``base3`` (1.6 bits/weight, default) or ``2bit``. ``teacher_num_layers``:
+    depth of the model this one was reduced from, recorded for size reports.
+    Returns the file written.
+    """
+    if fp_dtype not in fmt.FLOAT_DTYPES:
+        raise ValueError(f"fp_dtype must be one of {', '.join(fmt.FLOAT_DTYPES)}, got {fp_dtype!r}")
+    if ternary_packing not in ("base3", "2bit"):
+        raise ValueError(f"ternary_packing must be 'base3' or '2bit', got {ternary_packing!r}")
+    xtc_cfg = getattr(getattr(model, "config", None), "xtc", None)
+    if not xtc_cfg:
+        raise ValueError("the model is not quantized by xtc (its config has no 'xtc' entry): quantize it with "
+                         "xtc.quantize_ or load a checkpoint with xtc.load_quantized")
+    from ..surgery import XTCConfig, layer_map
+
+    xtc_cfg = XTCConfig.from_dict(dict(xtc_cfg)).to_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    entries: dict[str, dict] = {}
+    done: set[str] = set()  # state-dict names already written
+
+    def put_quantized(name: str, codes: torch.Tensor, scales: torch.Tensor, kind: str, role: str):
+        packing = "bits" if kind == "binary" else ternary_packing
+        entries[name] = {"kind": kind, "shape": list(codes.shape), "groups": scales.numel(),
+                         "packing": packing, "role": role}
+        tensors[f"{name}.codes"] = bitpack.pack(codes, packing)
+        tensors[f"{name}.scales"] = scales.float().contiguous()
+
+    def put_float(name: str, t: torch.Tensor):
+        t = t.detach()
+        if int8_extras and t.dim() == 2 and name.endswith(INT8_EXTRAS):
+            codes, scales = _int8_rows(t)
+            entries[name] = {"kind": "int8", "shape": list(t.shape)}
+            tensors[f"{name}.codes"], tensors[f"{name}.scales"] = codes, scales
+            return
+        dtype = fp_dtype
+        if dtype == "fp16" and t.numel() and float(t.float().abs().max()) > FP16_MAX:
+            warnings.warn(f"{name}: values beyond the float16 range, kept in float32", stacklevel=3)
+            dtype = "fp32"
+        entries[name] = {"kind": "float", "shape": list(t.shape), "dtype": dtype}
+        tensors[name] = t.to(fmt.FLOAT_DTYPES[dtype]).contiguous()
+
+    for mname, mod in model.named_modules():
+        prefix = f"{mname}." if mname else ""
+        if isinstance(mod, QuantLinear):
+            codes, scales = _codes(mod, mod.groups)
+            codes = codes.reshape(mod.out_features, mod.in_features)
+            put_quantized(f"{prefix}weight", codes, scales, _kind(codes, mod.weight_bits), "linear")
+            done.update({f"{prefix}weight", f"{prefix}step_size"})
+        elif isinstance(mod, QuantEmbedding):
+            codes, scales = _codes(mod, mod.num_embeddings)
+            codes = codes.reshape(mod.num_embeddings, mod.embedding_dim)
+            put_quantized(f"{prefix}weight", codes, scales, _kind(codes, mod.weight_bits), "embedding")
+            done.update({f"{prefix}weight", f"{prefix}step_size"})
+        elif isinstance(mod, PackedLinear):
+            put_quantized(f"{prefix}weight", mod.codes(), mod.scales, mod.kind, "linear")
+            if mod.has_bias:
+                put_float(f"{prefix}bias", mod.bias)
+        elif isinstance(mod, PackedEmbedding):
+            put_quantized(f"{prefix}weight", mod.codes(), mod.scales, mod.kind, "embedding")
+    quantized_ptrs = {p.data_ptr() for n, p in model.named_parameters() if n in done}
+    for name, t in model.state_dict().items():
+        if name in done:
+            continue
+        if not t.is_floating_point():
+            continue  # integer buffers (position ids...) are rebuilt by the model's constructor
+        if t.data_ptr() in quantized_ptrs:
+            raise ValueError(f"{name} shares its storage with a quantized weight (tied weights): not supported")
+        put_float(name, t)
+
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    meta = {
+        "xtc_version": _version(),
+        "xtc": xtc_cfg,
+        "config": config,
+        "model_class": type(model).__name__,
+        "layer_map": layer_map(model),
+        "num_layers": _num_layers(model),
+    }
+    if teacher_num_layers:
+        meta["teacher_num_layers"] = int(teacher_num_layers)
+    file = fmt.write(path, tensors, entries, meta)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(file.parent))
+    return file
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _num_layers(model: nn.Module) -> int:
+    from ..surgery import find_layers
+
+    return len(find_layers(model))
+
+
+# ------------------------------------------------------------------------------------------------
+# load_packed
+# ------------------------------------------------------------------------------------------------
+def _build_config(info: dict):
+    from transformers import CONFIG_MAPPING
+
+    d = dict(info["config"])
+    file = info["file"]
+    model_type = d.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise PackedFormatError(f"{file}: unknown architecture {model_type!r} in the metadata")
+    try:
+        return CONFIG_MAPPING[model_type].from_dict(d)
+    except Exception as e:  # noqa: BLE001
+        raise PackedFormatError(f"{file}: corrupted architecture config ({e})") from None
+
+
+def _model_class(info: dict):
+    import transformers
+
+    name = info.get("model_class") or "AutoModelForSequenceClassification"
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+        raise PackedFormatError(f"{info['file']}: unknown model class {name!r} (not a transformers model)")
+    return cls
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, module)
+
+
+def _set_tensor(model: nn.Module, name: str, t: torch.Tensor, file: Path) -> None:
+    """Put ``t`` in place of parameter/buffer ``name`` (a meta tensor of the same shape)."""
+    parent, _, attr = name.rpartition(".")
+    try:
+        mod = model.get_submodule(parent) if parent else model
+    except AttributeError:
+        mod = None
+    slot = None
+    if mod is not None:
+        slot = mod._parameters if attr in mod._parameters else mod._buffers if attr in mod._buffers else None
+    if slot is None or slot[attr] is None:
+        raise PackedFormatError(f"{file}: tensor {name} has no place in a {type(model).__name__}")
+    if tuple(slot[attr].shape) != tuple(t.shape):
+        raise PackedFormatError(f"{file}: tensor {name} has shape {list(t.shape)}, the architecture expects "
+                                f"{list(slot[attr].shape)}")
+    slot[attr] = nn.Parameter(t, requires_grad=False) if slot is mod._parameters else t
+
+
+def _malloc_trim() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps large freed chunks otherwise), so that the
+    resident size after loading reflects the model, not the decoding temporaries."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def load_packed(path: str | Path) -> nn.Module:
+    """The transformers model of a packed file (or folder), in eval mode, ready for inference:
+    quantized linears are :class:`PackedLinear`, the word embedding a :class:`PackedEmbedding`."""
+    from accelerate import init_empty_weights
+
+    entries, tensors, info = fmt.read(path)
+    file = info["file"]
+    config = _build_config(info)
+    cls = _model_class(info)
+    config._attn_implementation = "sdpa"  # fused attention: QK^T and attention.V are not quantized anyway
+    with init_empty_weights(include_buffers=False):  # parameters on meta: nothing allocated yet
+        model = cls(config)
+    activation_bits = info["xtc"].get("activation_bits")
+    consumed: set[str] = set()
+    for name, entry in entries.items():
+        if entry["kind"] not in ("binary", "ternary"):
+            continue
+        mname = name[: -len(".weight")] if name.endswith(".weight") else None
+        try:
+            old = model.get_submodule(mname) if mname else None
+        except AttributeError:
+            old = None
+        rows, cols = entry["shape"]
+        codes_packed, scales = tensors[f"{name}.codes"], tensors[f"{name}.scales"]
+        if entry.get("role") == "embedding":
+            if not isinstance(old, nn.Embedding) or (old.num_embeddings, old.embedding_dim) != (rows, cols):
+                raise PackedFormatError(f"{file}: {name} ({rows} x {cols}) does not fit the architecture's embedding")
+            if scales.numel() != rows:
+                raise PackedFormatError(f"{file}: {name}.scales must hold one scale per row")
+            new = PackedEmbedding(codes_packed, scales, cols, entry["packing"], entry["kind"], old.padding_idx)
+        else:
+            if not isinstance(old, nn.Linear) or (old.out_features, old.in_features) != (rows, cols):
+                raise PackedFormatError(f"{file}: {name} ({rows} x {cols}) does not fit a linear of the architecture")
+            bias_name = f"{mname}.bias"
+            bias = None
+            if old.bias is not None:
+                if bias_name not in entries:
+                    raise PackedFormatError(f"{file}: missing tensor {bias_name}")
+                bias = _float_tensor(entries[bias_name], tensors, bias_name)
+                if tuple(bias.shape) != (rows,):
+                    raise PackedFormatError(f"{file}: tensor {bias_name} has shape {list(bias.shape)}, expected [{rows}]")
+                consumed.add(bias_name)
+            codes = bitpack.unpack(codes_packed, cols, entry["packing"])
+            new = PackedLinear(codes, scales, bias, entry["kind"], activation_bits)
+        _set_module(model, mname, new)
+        consumed.add(name)
+    for name, entry in entries.items():
+        if name not in consumed:
+            _set_tensor(model, name, _float_tensor(entry, tensors, name), file)
+    _share_inputs(model)
+    missing = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    if missing:
+        raise PackedFormatError(f"{file}: missing tensor {missing[0]}")
+    del tensors
+    model.eval()
+    model.requires_grad_(False)
+    if activation_bits == 8:
+        kernels.extension()  # build or load the kernels now, not in the first forward
+    _malloc_trim()
+    return model
+
+
+def _share_inputs(model: nn.Module) -> None:
+    """Packed linears that are siblings with the same input width (query, key, value of one
+    attention block) share one activation quantization per forward."""
+    for gid, parent in enumerate(model.modules()):
+        kids = [m for m in parent.children() if isinstance(m, PackedLinear)]
+        widths = {m.in_features for m in kids}
+        if len(kids) > 1 and len(widths) == 1:
+            for m in kids:
+                m.share_group = (gid, len(kids))
+
+
+def _float_tensor(entry: dict, tensors: dict, name: str) -> torch.Tensor:
+    """A float or int8 entry as a float32 tensor (compute happens in float32 on CPU)."""
+    if entry["kind"] == "int8":
+        return tensors[f"{name}.codes"].float() * tensors[f"{name}.scales"][:, None]
+    if entry["kind"] == "float":
+        return tensors[name].float().clone()
+    raise PackedFormatError(f"tensor {name} is {entry['kind']}, expected a full-precision tensor")
+
+
+def packed_weight_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer of ``model`` (what its weights keep resident)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def is_packed(model: nn.Module) -> bool:
+    return any(isinstance(m, (PackedLinear, PackedEmbedding)) for m in model.modules())
+
+
+__all__ = ["PackedLinear", "PackedEmbedding", "save_packed", "load_packed", "PackedFormatError",
+           "packed_weight_bytes", "is_packed", "INT8_EXTRAS"]

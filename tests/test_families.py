@@ -1,0 +1,142 @@
+"""quantize_, reduce_layers and distillation on every supported encoder family (tiny random models)."""
+
+import pytest
+import torch
+from torch import nn
+
+import xtc
+from xtc.distill import Distiller, capture_attention_scores, uses_attention_interface
+from xtc.modules import QuantEmbedding, QuantLinear
+from xtc.surgery import TESTED_FAMILIES, UnsupportedModelError, quantized_modules
+
+COMMON = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=64, num_labels=3)
+
+
+def _build(family: str):
+    import transformers as T
+
+    torch.manual_seed(0)
+    if family == "bert":
+        return T.BertForSequenceClassification(T.BertConfig(**COMMON))
+    if family == "roberta":
+        return T.RobertaForSequenceClassification(T.RobertaConfig(**COMMON))
+    if family == "xlm-roberta":
+        return T.XLMRobertaForSequenceClassification(T.XLMRobertaConfig(**COMMON))
+    if family == "electra":  # embedding_size != hidden_size: an embedding projection outside the blocks
+        return T.ElectraForSequenceClassification(T.ElectraConfig(embedding_size=16, **COMMON))
+    if family == "distilbert":  # n_layers / dim / n_heads / hidden_dim
+        return T.DistilBertForSequenceClassification(T.DistilBertConfig(
+            vocab_size=100, dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64, num_labels=3))
+    if family == "mpnet":
+        return T.MPNetForSequenceClassification(T.MPNetConfig(**COMMON))
+    if family == "deberta-v2":  # DeBERTa-v3 style: relative attention, c2p + p2c, shared keys
+        return T.DebertaV2ForSequenceClassification(T.DebertaV2Config(
+            relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16, share_att_key=True,
+            norm_rel_ebd="layer_norm", position_biased_input=False, type_vocab_size=0, **COMMON))
+    if family == "deberta-v2-unshared":  # separate position projections per layer
+        return T.DebertaV2ForSequenceClassification(T.DebertaV2Config(
+            relative_attention=True, pos_att_type=["p2c", "c2p"], max_relative_positions=32, share_att_key=False,
+            **COMMON))
+    raise AssertionError(family)
+
+
+FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "deberta-v2", "deberta-v2-unshared"]
+# the weight matrices XTC quantizes in one block: q, k, v, attention out, FFN up, FFN down
+PER_LAYER = {f: 6 for f in FAMILIES} | {"deberta-v2-unshared": 8}  # + DeBERTa's pos_key_proj, pos_query_proj
+HEAD_LINEARS = {"bert": ["classifier", "bert.pooler.dense"],
+                "roberta": ["classifier.dense", "classifier.out_proj"],
+                "xlm-roberta": ["classifier.dense", "classifier.out_proj"],
+                "electra": ["classifier.dense", "classifier.out_proj", "electra.embeddings_project"],
+                "distilbert": ["pre_classifier", "classifier"],
+                "mpnet": ["classifier.dense", "classifier.out_proj"],
+                "deberta-v2": ["classifier", "pooler.dense"],
+                "deberta-v2-unshared": ["classifier", "pooler.dense"]}
+
+
+def _batch():
+    torch.manual_seed(1)
+    ids = torch.randint(5, 100, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_every_family_is_listed():
+    assert {f for f in FAMILIES if "unshared" not in f} <= set(TESTED_FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantize_replaces_the_block_linears_and_word_embedding_only(family):
+    model = _build(family)
+    modules = dict(model.named_modules())
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1))
+    linears = [n for n, m in quantized_modules(model).items() if isinstance(m, QuantLinear)]
+    assert len(linears) == 3 * PER_LAYER[family]
+    assert len(xtc.find_layers(model)) == 3
+    assert isinstance(model.get_input_embeddings(), QuantEmbedding)
+    for name in HEAD_LINEARS[family]:  # heads, pooler, embedding projection: full precision
+        assert type(dict(model.named_modules())[name]) is nn.Linear, name
+    # every other embedding (positions, token types, relative positions) stays full precision
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    assert sum(isinstance(m, QuantEmbedding) for m in embeddings) == 1
+    assert len(modules) == len(dict(model.named_modules()))  # replaced in place, nothing added
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reduce_layers_and_one_distillation_step(family):
+    teacher = _build(family).eval()
+    batch = _batch()
+    # the captured scores are the pre-softmax ones: softmax over the real keys gives the model's probabilities
+    probs = teacher(**batch, output_attentions=True).attentions
+    with torch.no_grad(), capture_attention_scores(teacher) as scores:
+        ref = teacher(**batch).logits
+    assert len(scores) == 3 and scores[0].shape == (2, 4, 7, 7)
+    keys = batch["attention_mask"][:, None, None, :] == 0
+    for s, p in zip(scores, probs):
+        assert torch.allclose(s.masked_fill(keys, float("-inf")).softmax(-1)[0], p[0], atol=1e-5)
+        assert torch.allclose(s.masked_fill(keys, float("-inf")).softmax(-1)[1, :, :4], p[1, :, :4], atol=1e-5)
+    with torch.no_grad():  # capturing changes nothing
+        assert torch.allclose(teacher(**batch).logits, ref, atol=1e-6)
+
+    student = xtc.reduce_layers(teacher, [0, 2])
+    assert len(xtc.find_layers(student)) == 2 and student.config.num_hidden_layers == 2
+    assert len(xtc.find_layers(teacher)) == 3 and teacher.config.num_hidden_layers == 3
+    assert xtc.layer_map(student) == [0, 2]
+    identical = Distiller(teacher, xtc.reduce_layers(teacher, [0, 1, 2]), [0, 1, 2])
+    _, _, parts = identical(**batch)
+    assert parts["att"] < 1e-8 and parts["hid"] < 1e-8  # the pairing of scores and hidden states is right
+
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
+    student.train()
+    loss, out, parts = Distiller(teacher, student, xtc.layer_map(student))(**batch, labels=torch.tensor([0, 2]))
+    assert torch.isfinite(loss) and parts["att"] > 0 and parts["hid"] > 0 and parts["pred"] > 0
+    loss.backward()
+    grads = [m.weight.grad for m in quantized_modules(student).values()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in teacher.parameters())
+    with capture_attention_scores(student) as s_scores:
+        student(**batch)
+    assert len(s_scores) == 2
+
+
+def test_families_that_compute_attention_themselves_are_captured_at_the_softmax():
+    assert not uses_attention_interface(_build("mpnet")) and not uses_attention_interface(_build("deberta-v2"))
+    for family in ("bert", "roberta", "xlm-roberta", "electra", "distilbert"):
+        assert uses_attention_interface(_build(family)), family
+    # the softmax is only swapped while a capture runs
+    f = torch.nn.functional.softmax
+    model = _build("mpnet")
+    with capture_attention_scores(model):
+        assert torch.nn.functional.softmax is not f
+    assert torch.nn.functional.softmax is f
+
+
+def test_unsupported_models_are_refused_with_the_supported_families():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100))  # Conv1D, not nn.Linear
+    for model in (gpt2, nn.Sequential(nn.Linear(2, 2))):
+        with pytest.raises(UnsupportedModelError, match="deberta-v2"):
+            xtc.quantize_(model, xtc.XTCConfig())
+        with pytest.raises(UnsupportedModelError, match="mpnet"):
+            xtc.reduce_layers(model, [0])
