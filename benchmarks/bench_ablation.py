@@ -174,14 +174,16 @@ def _drop_checkpoints(stage_dir: Path, keep: bool) -> None:
 
 def _table(out: Path, rows, tasks) -> None:
     """A markdown table of the finished rows (main metric per task), printed and written next to the JSON."""
-    lines = ["| scheme | bits | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    from xtc.data import get_task
+
+    lines = ["| scheme | bits | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks) + " |",
+             "|---|---|" + "---|" * len(tasks)]
     teacher = []
     for t in tasks:
         p = out / f"teacher-{t}.json"
         if p.exists():
             d = json.loads(p.read_text())
-            main = "f1" if t == "mrpc" else "pearson"
-            teacher.append(f"{d['dev'].get(main, float('nan')):.4f}")
+            teacher.append(f"{d['dev'].get(get_task(t).main_metric, float('nan')):.4f}")
         else:
             teacher.append("-")
     lines.append("| teacher (FP32) | 32 | " + " | ".join(teacher) + " |")

@@ -104,6 +104,29 @@ class PackedLinear(nn.Module):
                 f"A{self.activation_bits or 'fp'}, {path}")
 
 
+class PackedFFN(nn.Module):
+    """A transformer block's feed-forward ``down(gelu(up(x)))`` as one fused kernel call.
+
+    Installed by ``load_packed`` in place of the block's intermediate module (BERT:
+    ``layer.intermediate``), with the output linear (``layer.output.dense``) set to ``Identity``; the
+    rest of the block (dropout, residual, LayerNorm) is transformers' own code. Per-token activation
+    quantization lets the kernel run chunk by chunk of tokens, so the 4x-wide intermediate never
+    exists as a whole tensor. ``source_names`` keeps the original weight names for ``save_packed``.
+    """
+
+    def __init__(self, up: PackedLinear, down: PackedLinear, source_names: tuple[str, str]):
+        super().__init__()
+        self.up, self.down, self.source_names = up, down, source_names
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_shape = (*x.shape[:-1], self.down.out_features)
+        y = kernels.packed_ffn(x, self.up._buffers, self.up.out_features, self.down._buffers,
+                               self.down.out_features, "gelu")
+        if y is None:
+            return self.down(F.gelu(self.up(x)))
+        return y.view(out_shape).to(x.dtype)
+
+
 class PackedEmbedding(nn.Module):
     """Word embedding kept in its canonical packed form; looked-up rows are decoded on the fly."""
 
@@ -213,8 +236,14 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
         entries[name] = {"kind": "float", "shape": list(t.shape), "dtype": dtype}
         tensors[name] = t.to(fmt.FLOAT_DTYPES[dtype]).contiguous()
 
+    fused = {}  # id(PackedLinear inside a PackedFFN) -> its original name
+    for mod in model.modules():
+        if isinstance(mod, PackedFFN):
+            fused[id(mod.up)], fused[id(mod.down)] = mod.source_names
     for mname, mod in model.named_modules():
         prefix = f"{mname}." if mname else ""
+        if isinstance(mod, PackedLinear) and id(mod) in fused:
+            prefix = f"{fused[id(mod)]}."
         if isinstance(mod, QuantLinear):
             codes, scales = _codes(mod, mod.groups)
             codes = codes.reshape(mod.out_features, mod.in_features)
@@ -378,6 +407,7 @@ def load_packed(path: str | Path) -> nn.Module:
     for name, entry in entries.items():
         if name not in consumed:
             _set_tensor(model, name, _float_tensor(entry, tensors, name), file)
+    _fuse_ffn(model)
     _share_inputs(model)
     missing = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
     if missing:
@@ -389,6 +419,29 @@ def load_packed(path: str | Path) -> nn.Module:
         kernels.extension()  # build or load the kernels now, not in the first forward
     _malloc_trim()
     return model
+
+
+def _is_exact_gelu(act) -> bool:
+    return act is F.gelu or isinstance(act, nn.GELU) and act.approximate == "none" or (
+        type(act).__name__ == "GELUActivation" and getattr(act, "act", None) is F.gelu)
+
+
+def _fuse_ffn(model: nn.Module) -> None:
+    """Fuse each block's feed-forward (BERT layout: intermediate.dense + exact GELU, output.dense)
+    into one :class:`PackedFFN` when both linears run on the kernel."""
+    if kernels.extension() is None:
+        return
+    names = {id(m): n for n, m in model.named_modules()}
+    for block in list(model.modules()):
+        inter, out = getattr(block, "intermediate", None), getattr(block, "output", None)
+        up, down = getattr(inter, "dense", None), getattr(out, "dense", None)
+        if not (isinstance(up, PackedLinear) and isinstance(down, PackedLinear)):
+            continue
+        if not (up.uses_kernel() and down.uses_kernel() and _is_exact_gelu(getattr(inter, "intermediate_act_fn", None))
+                and down.in_features == up.out_features and type(inter).forward is not None):
+            continue
+        block.intermediate = PackedFFN(up, down, (names[id(up)], names[id(down)]))
+        out.dense = nn.Identity()
 
 
 def _share_inputs(model: nn.Module) -> None:
@@ -425,5 +478,5 @@ def is_packed(model: nn.Module) -> bool:
     return any(isinstance(m, (PackedLinear, PackedEmbedding)) for m in model.modules())
 
 
-__all__ = ["PackedLinear", "PackedEmbedding", "save_packed", "load_packed", "PackedFormatError",
+__all__ = ["PackedLinear", "PackedEmbedding", "PackedFFN", "save_packed", "load_packed", "PackedFormatError",
            "packed_weight_bytes", "is_packed", "INT8_EXTRAS"]
