@@ -119,7 +119,7 @@ def test_bad_input_model_folder_not_a_model(tiny, tmp_path):
     # the stage commands too
     _fails(["distill", "--teacher", folder, "--task", "sst2", "--glue-dir", tiny[1], "--output", out], str(folder))
     _fails(["finetune", "--model", tmp_path / "nope", "--task", "sst2", "--glue-dir", tiny[1], "--output", out],
-           "nope")
+           "nope", "does not exist")
     assert not out.exists()
 
 
@@ -144,8 +144,7 @@ def test_bad_input_layers_out_of_range_or_repeated(tiny, tmp_path):
     _fails(_compress(tiny, out, "--layers", "-1"), "[-1] out of range")
     _fails(["distill", "--teacher", tiny[0], "--task", "sst2", "--glue-dir", tiny[1], "--output", out,
             "--layers", "0,5"], "out of range")
-    result = CliRunner().invoke(app, _compress(tiny, out, "--layers", "one,two"))
-    assert result.exit_code == 2 and "--layers" in result.output and "Traceback" not in result.output
+    _fails(_compress(tiny, out, "--layers", "one,two"), "--layers", "'one,two'", "1,3,5")
     assert not out.exists()
 
 

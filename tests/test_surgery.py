@@ -99,3 +99,9 @@ def test_roberta_is_supported():
     assert len([m for m in quantized_modules(model).values() if isinstance(m, QuantLinear)]) == 12
     student = xtc.reduce_layers(model, [1])
     assert len(student.roberta.encoder.layer) == 1
+
+
+def test_layer_map_of_a_shallower_pre_distilled_student_is_uniform():
+    teacher, student = tiny_bert(layers=6), tiny_bert(layers=3)
+    assert xtc.layer_map(student, teacher) == [1, 3, 5]
+    assert xtc.layer_map(teacher, teacher) == list(range(6))

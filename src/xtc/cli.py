@@ -36,7 +36,8 @@ def _parse_layers(layers: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(x) for x in layers.split(",") if x.strip()]
     except ValueError:
-        raise typer.BadParameter(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}")
+        # ValueError: printed by _friendly_errors as one line, like every other bad input
+        raise ValueError(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}") from None
 
 
 def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed):
@@ -265,6 +266,28 @@ def evaluate(
     task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
                            text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
     typer.echo(json.dumps(run(model_dir, task, str(glue_dir) if glue_dir else None, data=data), indent=1))
+
+
+@app.command()
+@_friendly_errors
+def augment(
+    task: str = typer.Option(..., help="GLUE task whose train set is augmented"),
+    output: Path = typer.Option(..., help="folder for the augmented data (then usable as --glue-dir)"),
+    glue_dir: Optional[Path] = GlueDir,
+    copies: Optional[int] = typer.Option(None, help="augmented copies per example (default 30; 20 for SST-2/QNLI)"),
+    model: Optional[str] = typer.Option(None, help="teacher/model folder: tokenizer and embedding-neighbour fallback"),
+    mlm: Optional[str] = typer.Option(None, help="a masked language model for single-piece words"),
+    glove: Optional[Path] = typer.Option(None, help="GloVe-format word vectors for multi-piece words"),
+    both: bool = typer.Option(False, help="augment both sentences of a pair (default: the first)"),
+    seed: int = typer.Option(0, help="random seed (same seed, same file)"),
+    top_k: int = typer.Option(15, help="candidates per word"),
+    prob: float = typer.Option(0.4, help="replacement probability per word"),
+):
+    """TinyBERT-style data augmentation of a task's training set (works offline)."""
+    from .augment import augment_cmd
+
+    augment_cmd(task, glue_dir, output, copies=copies, model=model, mlm=mlm, glove=glove, both=both, seed=seed,
+                top_k=top_k, prob=prob)
 
 
 def main():

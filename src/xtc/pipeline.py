@@ -110,6 +110,9 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     :func:`xtc.custom_data.load_custom_task` or :func:`xtc.token_classification.load_token_task`);
     ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages."""
     task, examples = _with_data(task, data)
+    from .validate import check_model
+
+    check_model(model, "model", supported_only=False)  # any classifier fine-tunes; it must exist
     torch.manual_seed(config.seed)
     tokenizer = _load_tokenizer(model)
     net = _load_model(model, task)
@@ -148,7 +151,7 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
                                  weight_scheme=quant.weight_scheme))
     train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
     return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, teacher=teacher_model,
-                       layer_map=layer_map(net), distill_config=distill_config, resume=resume)
+                       layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume)
 
 
 @torch.no_grad()

@@ -201,10 +201,19 @@ def reduce_layers(model: nn.Module, keep: Sequence[int]) -> nn.Module:
     return student
 
 
-def layer_map(model: nn.Module) -> list[int]:
-    """Teacher layer index for each student layer (identity without reduction)."""
+def layer_map(model: nn.Module, teacher: Optional[nn.Module] = None) -> list[int]:
+    """Teacher layer index for each student layer.
+
+    The map stored by ``reduce_layers`` if any; else, for a student of another depth than
+    ``teacher`` (e.g. a smaller pre-distilled model), the uniform map t_i = (i + 1) * T / S - 1
+    (TinyBERT's choice: student layer i learns from every (T/S)-th teacher layer); else identity.
+    """
     stored = getattr(getattr(model, "config", None), "xtc_layer_map", None)
-    return list(stored) if stored else list(range(len(find_layers(model))))
+    if stored:
+        return list(stored)
+    n_student = len(find_layers(model))
+    n_teacher = len(find_layers(teacher)) if teacher is not None else n_student
+    return [(i + 1) * n_teacher // n_student - 1 for i in range(n_student)]
 
 
 def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:

@@ -24,8 +24,9 @@ _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.
             "pytorch_model.bin.index.json")
 
 
-def check_model(name_or_path: str, what: str = "model"):
-    """The config of a loadable, supported model; raises ModelLoadError / UnsupportedModelError."""
+def check_model(name_or_path: str, what: str = "model", supported_only: bool = True):
+    """The config of a loadable (and with ``supported_only``, compressible) model; raises
+    ModelLoadError / UnsupportedModelError."""
     from transformers import AutoConfig
 
     from .pipeline import ModelLoadError
@@ -46,10 +47,10 @@ def check_model(name_or_path: str, what: str = "model"):
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
         raise ModelLoadError(f"cannot load {what} {name!r}: {first}; {fix}") from None
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    if supported_only and model_type not in SUPPORTED_MODEL_TYPES:
         arch = ", ".join(getattr(config, "architectures", None) or []) or "no architecture named"
         raise UnsupportedModelError(
             f"{what} {name} is a {model_type!r} model ({arch}), which xtc cannot compress; "

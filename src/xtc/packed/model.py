@@ -82,7 +82,7 @@ class PackedLinear(nn.Module):
             y = kernels.packed_linear(x, self._buffers, self.out_features, *self.share_group)
             if y is not None:
                 return y.view(out_shape).to(x.dtype)
-        return self._forward_torch(x).view(out_shape)
+        return self._forward_torch(x)
 
     def _forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         # Fallback: decoded int8 codes are cached (8 bits/weight) rather than decoded per call.
@@ -96,7 +96,7 @@ class PackedLinear(nn.Module):
                 x2 = Q.quantize_activations(x2, self.activation_bits)
             w = (codes.float().reshape(self.groups, -1) * self.scales[:, None]).reshape(codes.shape)
             y = F.linear(x2, w, self.bias)
-        return y.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         path = "kernel" if self.uses_kernel() else "torch"

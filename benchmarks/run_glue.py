@@ -1,0 +1,143 @@
+"""The reproduction table of issue 5, one unit (task, row, seed) at a time.
+
+Each unit writes benchmarks/results/glue/TASK-ROW-SEED.json when it finishes; a unit whose file
+exists is skipped, so the table fills up across sessions. Models go to runs/bench/ (not committed).
+
+    python benchmarks/run_glue.py --tasks mrpc stsb --rows teacher 6l_w1a8 --seeds 42
+    python benchmarks/make_table.py          # -> benchmarks/README.md table + plot
+
+Rows (the proxy: all-MiniLM-L6-v2 as the pre-trained model, paraphrase-MiniLM-L3-v2 as the smaller
+pre-distilled model):
+  teacher               MiniLM-L6 fine-tuned, FP32
+  6l_w2a8 / 6l_w1a8     ternary / binary weights, 8-bit activations, KD from the teacher
+  3l_fp32_copy          layers [1,3,5] copied, one-stage KD, FP32
+  3l_fp32_predistilled  paraphrase-MiniLM-L3 with the same one-stage KD from the same teacher
+  3l_w1a8               the copied 3-layer student, binarized with KD from the teacher
+  6l_w1a8_short         6l_w1a8 with 1/3 of the budget
+  6l_w1a8_aug           6l_w1a8 on the augmented training set (needs --augmented-dir)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = ROOT.parent / "shared"
+RESULTS = HERE / "results" / "glue"
+RUNS = ROOT / "runs" / "bench"
+
+ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
+        "6l_w1a8_aug"]
+EPOCHS = {"sst2": 1.0}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
+DEFAULT_EPOCHS = 3.0
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
+
+
+def packed_size(model_dir: Path) -> int | None:
+    """Bytes of the real packed file, when the packed format is available."""
+    try:
+        from xtc.packed import export
+    except ImportError:
+        return None
+    out = model_dir.parent / "packed"
+    if not out.exists():
+        export(model_dir, out)
+    return sum(f.stat().st_size for f in out.glob("*.safetensors"))
+
+
+def run_unit(task: str, row: str, seed: int, args) -> dict:
+    import xtc
+    from xtc.pipeline import distill, finetune
+    from xtc.recipe import QuantConfig
+    from xtc.train import TrainConfig
+
+    epochs = args.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)
+    student_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=1.0, seed=seed)
+    teacher_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=0.1, seed=seed)
+    glue = str(args.glue_dir)
+    out = RUNS / f"{task}-{row}-{seed}"
+    teacher_dir = RUNS / f"{task}-teacher-{seed}" / "model"
+    if row != "teacher" and not teacher_dir.exists():
+        raise SystemExit(f"run the teacher row first: {task} teacher {seed}")
+    w1, w2 = QuantConfig(weight_bits=1), QuantConfig(weight_bits=2)
+    bits, layers, cfg, kwargs = 32, 6, student_cfg, {}
+    if row == "teacher":
+        cfg = teacher_cfg
+        summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
+    else:
+        if row == "6l_w2a8":
+            bits, kwargs = 2, dict(quant=w2)
+        elif row in ("6l_w1a8", "6l_w1a8_short", "6l_w1a8_aug"):
+            bits, kwargs = 1, dict(quant=w1)
+            if row == "6l_w1a8_short":
+                cfg = replace(cfg, epochs=epochs / 3, warmup_epochs=1.0 / 3)
+            if row == "6l_w1a8_aug":
+                spec = xtc.data.get_task(task)
+                kwargs["train_file"] = str(Path(args.augmented_dir) / spec.dir_name / "train.tsv")
+        elif row == "3l_fp32_copy":
+            layers, kwargs = 3, dict(layers=[1, 3, 5])
+        elif row == "3l_fp32_predistilled":
+            layers, kwargs = 3, dict(student=str(SHARED / "models" / "paraphrase-MiniLM-L3-v2"))
+        elif row == "3l_w1a8":
+            copy_dir = RUNS / f"{task}-3l_fp32_copy-{seed}" / "model"
+            if not copy_dir.exists():
+                raise SystemExit(f"run 3l_fp32_copy first: {task} 3l_fp32_copy {seed}")
+            bits, layers, kwargs = 1, 3, dict(student=str(copy_dir), quant=w1)
+        else:
+            raise SystemExit(f"unknown row {row}; rows: {', '.join(ROWS)}")
+        summary = distill(str(teacher_dir), task, out, glue, config=cfg, resume=True, **kwargs)
+    spec = xtc.data.get_task(task)
+    return {
+        "task": task, "row": row, "seed": seed, "metric_names": list(spec.metrics),
+        "main_metric": spec.main_metric, "metrics": summary["dev"], "weight_bits": bits,
+        "activation_bits": 8 if bits < 32 else None, "layers": layers, "epochs": summary["epochs"],
+        "steps": summary["steps"], "train_wall_s": summary["train_wall_s"],
+        "packed_bytes": packed_size(out / "model") if bits < 32 else None,
+        "commit": commit(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}",
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["mrpc", "stsb", "rte", "cola", "sst2"])
+    ap.add_argument("--rows", nargs="+", default=ROWS[:-1])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42])
+    ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
+    ap.add_argument("--glue-dir", default=str(SHARED / "glue"))
+    ap.add_argument("--augmented-dir", default=str(ROOT / "runs" / "augmented"))
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--epochs", type=float, default=None, help="override the per-task budget")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    from xtc.io import write_json_atomic
+
+    for task in args.tasks:
+        for seed in args.seeds:
+            for row in args.rows:
+                path = RESULTS / f"{task}-{row}-{seed}.json"
+                if path.exists():
+                    print(f"[skip] {path.name} exists", flush=True)
+                    continue
+                print(f"[run] {task} {row} seed {seed}", flush=True)
+                start = time.time()
+                result = run_unit(task, row, seed, args)
+                result["wall_s"] = round(time.time() - start, 1)
+                write_json_atomic(path, result)
+                print(f"[done] {path.name}: {result['metrics']}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

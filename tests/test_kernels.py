@@ -1,0 +1,125 @@
+"""The packed CPU kernels against exact integer arithmetic in torch (every ISA path the CPU has)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xtc.packed import kernels as K
+from xtc.packed.model import PackedFFN, PackedLinear
+from xtc.quantizers import quantize_activations
+
+ext = K.extension()
+pytestmark = pytest.mark.skipif(ext is None, reason=f"packed kernels unavailable: {K.kernel_info()['error']}")
+
+SHAPES = [(1, 16, 4), (13, 33, 10), (37, 50, 77), (25, 64, 128), (130, 96, 768)]  # (M, N, K), odd edges included
+
+
+def _isas():
+    host = ext.host_isa()
+    order = ["scalar", "avx2", "avx512_vnni"]
+    return order[: order.index(host) + 1]
+
+
+@pytest.fixture(params=_isas())
+def isa(request):
+    previous = ext.get_isa()
+    assert ext.set_isa(request.param) == request.param
+    yield request.param
+    ext.set_isa(previous)
+
+
+def _codes(n, k, ternary, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if ternary:
+        return torch.randint(-1, 2, (n, k), generator=g).to(torch.int8)
+    return (torch.randint(0, 2, (n, k), generator=g) * 2 - 1).to(torch.int8)
+
+
+@pytest.mark.parametrize("ternary", [False, True])
+def test_integer_accumulation_is_exact(isa, ternary):
+    # Integer inputs whose row max is 128 give s = 1 and q = x, so y is the exact integer dot product.
+    g = torch.Generator().manual_seed(1)
+    for m, n, k in SHAPES:
+        codes = _codes(n, k, ternary)
+        x = torch.randint(-127, 128, (m, k), generator=g).float()
+        x[:, 0] = -128
+        prep = K.prepare_weights(codes, torch.ones(n), None, ternary)
+        y = ext.linear(x, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], n, 0)
+        assert torch.equal(y, (x.long() @ codes.long().t()).float()), (isa, m, n, k)
+
+
+@pytest.mark.parametrize("ternary", [False, True])
+def test_scaled_output_matches_reference(isa, ternary):
+    torch.manual_seed(2)
+    for m, n, k in SHAPES:
+        codes = _codes(n, k, ternary, seed=3)
+        alpha, bias = torch.rand(n) * 0.1, torch.randn(n)
+        x = torch.randn(m, k) * 3
+        x[0] = 0.0  # a zero row stays zero (output = bias)
+        prep = K.prepare_weights(codes, alpha, bias, ternary)
+        y = ext.linear(x, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], n, 0)
+        ref = K.linear_reference(x, codes, alpha, bias)
+        torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(y[0], bias)
+
+
+def test_activation_codes_equal_the_training_quantizer(isa):
+    torch.manual_seed(4)
+    x = torch.randn(9, 77) * 5
+    x[1] = 0.0
+    x[2, :4] = torch.tensor([2.5, -2.5, 1.5, 128.0])  # exact ties (s = 1): round half to even as torch
+    q, s = ext.quantize_activations(x)
+    q_ref, s_ref = K.quantize_activations_int(x)
+    assert torch.equal(q, q_ref) and torch.equal(s, s_ref)
+    torch.testing.assert_close(q.float() * s[:, None], quantize_activations(x), rtol=0, atol=0)
+
+
+def test_tile_layout_round_trip():
+    for n, k in [(1, 1), (17, 5), (33, 70)]:
+        for ternary in (False, True):
+            codes = _codes(n, k, ternary, seed=n)
+            wp = K.prepare_weights(codes, torch.ones(n), None, ternary)["wp"]
+            assert wp.shape == (-(-n // 16), -(-k // 4), 2 if ternary else 1)
+            assert torch.equal(K.codes_from_tiles(wp, n, k), codes)
+
+
+def test_fused_gelu_and_ffn(isa):
+    torch.manual_seed(5)
+    x = torch.randn(5000) * 4
+    torch.testing.assert_close(ext.gelu(x), F.gelu(x), rtol=0, atol=3e-6)
+    for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True)]:
+        up, down = _codes(i, h, ternary, 6), _codes(h, i, ternary, 7)
+        p1 = K.prepare_weights(up, torch.rand(i) * 0.1, torch.randn(i), ternary)
+        p2 = K.prepare_weights(down, torch.rand(h) * 0.1, torch.randn(h), ternary)
+        x = torch.randn(m, h)
+        y = K.packed_ffn(x, p1, i, p2, h)
+        hid = F.gelu(K.linear_reference(x, up, p1["alpha"][:i], p1["bias_p"][:i]))
+        torch.testing.assert_close(y, K.linear_reference(hid, down, p2["alpha"][:h], p2["bias_p"][:h]),
+                                   rtol=1e-5, atol=1e-4)
+
+
+def test_packed_modules_kernel_and_torch_paths_agree():
+    torch.manual_seed(6)
+    for kind in ("binary", "ternary"):
+        codes = _codes(48, 40, kind == "ternary", 8)
+        lin = PackedLinear(codes, torch.tensor([0.05]), torch.randn(48), kind, 8)
+        assert lin.uses_kernel()
+        x = torch.randn(2, 7, 40)
+        torch.testing.assert_close(lin(x), lin._forward_torch(x), rtol=1e-6, atol=1e-6)
+        assert torch.equal(lin.codes(), codes)
+        up = PackedLinear(_codes(96, 40, False, 9), torch.tensor([0.1]), torch.randn(96), "binary", 8)
+        down = PackedLinear(_codes(40, 96, False, 10), torch.tensor([0.1]), torch.randn(40), "binary", 8)
+        ffn = PackedFFN(up, down, ("up", "down"))
+        torch.testing.assert_close(ffn(x), down._forward_torch(F.gelu(up._forward_torch(x))), rtol=1e-5, atol=1e-4)
+
+
+def test_shared_activations_are_reused_only_for_the_same_tensor():
+    x = torch.randn(4, 32)
+    a = K.packed_activations(ext, x, group=7, group_size=3)
+    assert K.packed_activations(ext, x, group=7, group_size=3) is a  # key
+    assert K.packed_activations(ext, x, group=7, group_size=3) is a  # value
+    assert K.packed_activations(ext, x, group=7, group_size=3) is not a  # the entry is used up
+    b = K.packed_activations(ext, x, group=8, group_size=2)
+    x.add_(1.0)  # modified in place: the version counter moved on
+    c = K.packed_activations(ext, x, group=8, group_size=2)
+    assert c is not b and not torch.equal(c[1], b[1])
