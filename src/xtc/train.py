@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -61,6 +62,24 @@ class JsonLinesLog(TrainerCallback):
         if state.is_world_process_zero and logs:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step (forward, backward, clipping, update; evaluations excluded)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.times.append(time.perf_counter() - self._start)
+
+    def median(self) -> Optional[float]:
+        return round(statistics.median(self.times), 4) if self.times else None
 
 
 class XTCTrainer(Trainer):
@@ -169,6 +188,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         use_cpu=not torch.cuda.is_available(),
     )
     log_path = output_dir / "log.jsonl"
+    timer = StepTimer()
     trainer = XTCTrainer(
         model=model,
         args=args,
@@ -177,7 +197,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         data_collator=make_collator(tokenizer, max_length=config.max_length if config.pad_to_max_length else None),
         processing_class=tokenizer,
         compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
-        callbacks=[JsonLinesLog(log_path)],
+        callbacks=[JsonLinesLog(log_path), timer],
         teacher=teacher,
         layer_map=layer_map,
         distill_config=distill_config,
@@ -204,6 +224,8 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.global_step / steps_per_epoch, 3),
         "train_wall_s": round(wall, 1),
+        "s_per_step_median": timer.median(),
+        "peak_rss_mb": _peak_rss_mb(),
         "config": asdict(config),
     }
     if trainer.is_world_process_zero():
@@ -212,13 +234,13 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     return summary
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _best_step(trainer) -> Optional[int]:
     ckpt = trainer.state.best_model_checkpoint
     return int(ckpt.rsplit("-", 1)[-1]) if ckpt else None
-
-
-def set_threads_from_env() -> None:
-    """Respect XTC_NUM_THREADS (tests and benchmarks pin it to share the machine fairly)."""
-    n = os.environ.get("XTC_NUM_THREADS")
-    if n:
-        torch.set_num_threads(int(n))

@@ -75,7 +75,13 @@ int active_isa() {
 
 // Tokens per activation block: the AVX-512 micro-kernel keeps MR x 2 tiles of accumulators in
 // 24 of its 32 zmm registers; AVX2 has 16 ymm registers and keeps 4 x 2 halves.
-int block_rows(int isa) { return isa == ISA_AVX512 ? 12 : 4; }
+#ifndef XTC_MR
+#define XTC_MR 12
+#endif
+#ifndef XTC_NB
+#define XTC_NB 2
+#endif
+int block_rows(int isa) { return isa == ISA_AVX512 ? XTC_MR : 4; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -419,7 +425,7 @@ constexpr int64_t kChunkBlocks = 16;
 
 void gemm(int isa, const GemmArgs& g) {
   const int64_t MB = ceil_div(g.M, g.MR);
-  const int64_t NB = isa == ISA_AVX512 ? 2 : 1;  // tiles per column block
+  const int64_t NB = isa == ISA_AVX512 ? XTC_NB : 1;  // tiles per column block
   const int64_t NCB = ceil_div(g.NT, NB);
   const int64_t chunks = ceil_div(MB, kChunkBlocks);
   at::parallel_for(0, chunks * NCB, 1, [&](int64_t t0, int64_t t1) {
@@ -429,10 +435,13 @@ void gemm(int isa, const GemmArgs& g) {
       for (int64_t mb = c * kChunkBlocks; mb < mb_end; ++mb) {
 #if XTC_X86
         if (isa == ISA_AVX512) {
-          const int64_t t = cb * 2;
-          const bool two = t + 1 < g.NT;
-          if (g.P == 1) two ? micro_avx512<12, 2, 1>(g, mb, t) : micro_avx512<12, 1, 1>(g, mb, t);
-          else two ? micro_avx512<12, 2, 2>(g, mb, t) : micro_avx512<12, 1, 2>(g, mb, t);
+          const int64_t t = cb * XTC_NB;
+          if (t + XTC_NB <= g.NT) {
+            g.P == 1 ? micro_avx512<XTC_MR, XTC_NB, 1>(g, mb, t) : micro_avx512<XTC_MR, XTC_NB, 2>(g, mb, t);
+          } else {  // the last, narrower column block: one tile at a time
+            for (int64_t u = t; u < g.NT; ++u)
+              g.P == 1 ? micro_avx512<XTC_MR, 1, 1>(g, mb, u) : micro_avx512<XTC_MR, 1, 2>(g, mb, u);
+          }
           continue;
         }
         if (isa == ISA_AVX2) {

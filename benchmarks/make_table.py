@@ -1,0 +1,102 @@
+"""Turn benchmarks/results/glue/*.json into the table of benchmarks/README.md and a plot of the
+main dev metric against the real packed model size (benchmarks/metric_vs_size.png).
+
+    python benchmarks/make_table.py
+The table goes between the markers <!-- glue-table --> and <!-- /glue-table --> of the README.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "glue"
+README = HERE / "README.md"
+ROW_ORDER = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8",
+             "6l_w1a8_short", "6l_w1a8_aug"]
+TASK_ORDER = ["mrpc", "stsb", "rte", "cola", "sst2"]
+FP32_MINILM_BYTES = 90_868_376  # model.safetensors of all-MiniLM-L6-v2 (FP32), for the size column
+
+
+def load() -> dict:
+    cells = defaultdict(list)
+    for path in sorted(RESULTS.glob("*.json")):
+        r = json.loads(path.read_text())
+        cells[(r["task"], r["row"])].append(r)
+    return cells
+
+
+def main_value(r: dict) -> float:
+    return 100 * r["metrics"][r["main_metric"]]
+
+
+def cell(runs: list[dict]) -> str:
+    values = [main_value(r) for r in runs]
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def table(cells: dict) -> str:
+    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
+    rows = [r for r in ROW_ORDER if any(k[1] == r for k in cells)]
+    head = ["row"] + [t for t in tasks] + ["avg", "packed MB", "train wall (min, per task)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        vals, out, sizes, walls = [], [row], [], []
+        for t in tasks:
+            runs = cells.get((t, row), [])
+            out.append(cell(runs) if runs else "–")
+            if runs:
+                vals.append(statistics.mean(main_value(r) for r in runs))
+                sizes += [r["packed_bytes"] for r in runs if r.get("packed_bytes")]
+                walls += [r["train_wall_s"] / 60 for r in runs]
+        complete = len(vals) == len(tasks)
+        out.append(f"{statistics.mean(vals):.1f}" if complete else "–")
+        out.append(f"{sizes[0] / 1e6:.2f}" if sizes else ("90.9 (FP32)" if row == "teacher" else "–"))
+        out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
+        lines.append("| " + " | ".join(out) + " |")
+    commands = sorted({r["command"] for runs in cells.values() for r in runs})
+    metric_note = ", ".join(f"{t}: {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}" for t in tasks)
+    return "\n".join(lines) + f"\n\nMetric per task (x100): {metric_note}.\n\nReproduce a cell:\n```\n" + \
+        "\n".join(commands) + "\n```\n"
+
+
+def plot(cells: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: pip install -e .[bench] for the plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (task, row), runs in sorted(cells.items()):
+        size = runs[0].get("packed_bytes") or (FP32_MINILM_BYTES if row == "teacher" else None)
+        if size:
+            ax.scatter(size / 1e6, statistics.mean(main_value(r) for r in runs), label=f"{task} {row}")
+    ax.set_xscale("log")
+    ax.set_xlabel("model file size (MB, log scale; packed file for quantized rows)")
+    ax.set_ylabel("dev metric (x100)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(HERE / "metric_vs_size.png", dpi=120)
+
+
+def main():
+    cells = load()
+    text = README.read_text() if README.exists() else "<!-- glue-table -->\n<!-- /glue-table -->\n"
+    start, end = "<!-- glue-table -->", "<!-- /glue-table -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    README.write_text(before + start + "\n" + table(cells) + end + after)
+    plot(cells)
+    print(table(cells))
+
+
+if __name__ == "__main__":
+    main()
