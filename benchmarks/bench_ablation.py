@@ -12,8 +12,8 @@ Models and checkpoints go to ``runs/ablation/`` (git-ignored); checkpoints are d
     python benchmarks/bench_ablation.py --tasks mrpc --rows lsq:1,binary:1
     python benchmarks/bench_ablation.py --smoke               # 2 steps per stage, 64 examples: starts OK?
 
-``--smoke`` (or any ``--max-steps``/``--limit``) writes to ``results/ablation-smoke/`` and ``runs/ablation-smoke/``
-so that it never counts as a finished row.
+``--smoke`` (or any ``--max-steps``/``--limit``) writes everything under ``runs/ablation-smoke/`` (git-ignored,
+results in its ``results/``), so that a smoke run never counts as a finished row nor lands in benchmarks/results.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main(argv=None):
         args.limit = args.limit or 64
     smoke = bool(args.max_steps or args.limit)
     suffix = "ablation-smoke" if smoke else "ablation"
-    out = Path(args.out or HERE / "results" / suffix)
+    out = Path(args.out or (ROOT / "runs" / suffix / "results" if smoke else HERE / "results" / suffix))
     work = Path(args.work_dir or ROOT / "runs" / suffix)
     rows = parse_rows(args.rows)
 

@@ -11,7 +11,6 @@ through the wrapper.
 """
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -45,12 +44,6 @@ def _run_here(*args):
         torch.set_num_threads(threads)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(cmd, log):
     with open(log, "w") as out:
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=cli_env(), timeout=300).returncode
@@ -69,8 +62,9 @@ def test_distributed_two_processes_match_one_process(tmp_path):
     driver.write_text(DRIVER)
     one, two = tmp_path / "one", tmp_path / "two"
     _run_here(teacher, glue, one, 8)
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), str(driver), teacher, glue, two, "4"], tmp_path / "two.log")
+    # --standalone: a local rendezvous on a free port
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(driver),
+          teacher, glue, two, "4"], tmp_path / "two.log")
 
     ra, rb = _records(one), _records(two)
     la = [(r["step"], r["loss"]) for r in ra if "loss" in r]
@@ -94,3 +88,43 @@ def test_distributed_two_processes_match_one_process(tmp_path):
     kept = sorted((two / "checkpoints").glob("checkpoint-*"))
     assert kept and all(sorted(p.name for p in c.glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
                         for c in kept)
+
+
+def test_distributed_teacher_frozen_outside_optimizer_and_capture_through_wrapper(tmp_path):
+    """What each process does with the teacher: eval mode, no gradients, on the process's device, not
+    in the optimizer; and the student's attention scores are captured through a DDP-like wrapper
+    (an object with ``.module`` and no ``.config``), giving the same loss as the bare student."""
+    from conftest import tiny_bert
+    from transformers import TrainingArguments
+
+    import xtc
+    from xtc.train import XTCTrainer
+
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    teacher, student = tiny_bert(layers=2, **no_dropout), tiny_bert(layers=2, **no_dropout)
+    student = xtc.quantize_(xtc.reduce_layers(student, [1]), xtc.XTCConfig(weight_bits=1)).train()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2)
+    trainer = XTCTrainer(model=student, args=args, teacher=teacher, layer_map=[1])
+    trainer.create_optimizer()
+    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not teacher.training
+    assert all(not p.requires_grad and id(p) not in in_optimizer for p in teacher.parameters())
+    assert all(p.device == args.device for p in teacher.parameters())
+    assert {id(p) for p in student.parameters() if p.requires_grad} <= in_optimizer
+
+    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like to compute_loss
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *a, **k):
+            return self.module(*a, **k)
+
+    ids = torch.randint(5, 1000, (2, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    bare = trainer.compute_loss(student, dict(batch))
+    wrapped = trainer.compute_loss(Wrapper(student), dict(batch))
+    assert torch.isfinite(bare) and torch.allclose(bare, wrapped)
+    assert trainer._parts["att"] > 0  # attention scores were captured through the wrapper
+    wrapped.backward()
+    assert all(p.grad is None for p in teacher.parameters())

@@ -119,6 +119,23 @@ def test_reduce_layers_and_one_distillation_step(family):
     assert len(s_scores) == 2
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reduced_quantized_checkpoint_round_trips(family, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    student = xtc.reduce_layers(_build(family), [1, 2])
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=2))
+    student.eval().save_pretrained(tmp_path)
+    if family == "distilbert":
+        assert student.config.n_layers == 2  # its own name for the layer count
+    loaded = xtc.load_quantized(tmp_path, AutoModelForSequenceClassification).eval()
+    assert type(loaded) is type(student) and len(xtc.find_layers(loaded)) == 2
+    assert len(quantized_modules(loaded)) == len(quantized_modules(student))
+    batch = _batch()
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch).logits, student(**batch).logits, atol=1e-5)
+
+
 def test_families_that_compute_attention_themselves_are_captured_at_the_softmax():
     assert not uses_attention_interface(_build("mpnet")) and not uses_attention_interface(_build("deberta-v2"))
     for family in ("bert", "roberta", "xlm-roberta", "electra", "distilbert"):

@@ -99,6 +99,7 @@ def _fake_checkpoint(folder, step):
     folder.mkdir(parents=True)
     save_file({"w": torch.arange(64, dtype=torch.float32)}, folder / "model.safetensors")
     torch.save({"state": {}}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step}, folder / "scheduler.pt")
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     return folder
 
@@ -118,7 +119,9 @@ def test_resume_point_skips_and_deletes_incomplete_checkpoints(tmp_path):
     (cut_optimizer / "optimizer.pt").write_bytes(raw[: len(raw) - 30])
     no_weights = _fake_checkpoint(tmp_path / "checkpoint-24", 24)
     (no_weights / "model.safetensors").unlink()
-    for bad in (no_state, half_state, short, cut_optimizer, no_weights):
+    no_scheduler = _fake_checkpoint(tmp_path / "checkpoint-28", 28)
+    (no_scheduler / "scheduler.pt").unlink()
+    for bad in (no_state, half_state, short, cut_optimizer, no_weights, no_scheduler):
         assert checkpoint_problem(bad), bad
     assert resume_point(tmp_path, cleanup=False) == good and no_state.exists()
     assert resume_point(tmp_path) == good

@@ -8,7 +8,8 @@ A run killed while saving therefore leaves a folder with the final name but with
 by its name alone. Here a checkpoint counts only when it is complete:
 
 * ``trainer_state.json`` parses and its ``global_step`` is the folder's N (it is written last);
-* it holds model weights (safetensors / bin, sharded or not, or a DeepSpeed / FSDP state folder);
+* it holds model weights (safetensors / bin, sharded or not) with ``optimizer.pt`` and
+  ``scheduler.pt``, or a DeepSpeed / FSDP state folder;
 * every safetensors file has a readable header and exactly the size its header announces, and every
   ``.pt`` / ``.pth`` / ``.bin`` file (torch's zip format) has a readable central directory, so a
   file cut short (e.g. by a crash of the machine before the page cache reached the disk) is caught.
@@ -73,9 +74,14 @@ def checkpoint_problem(folder: Path) -> Optional[str]:
         return "no complete trainer_state.json (the save was interrupted)"
     if step != int(m.group(1)):
         return f"trainer_state.json says step {step}"
-    if not any((folder / n).exists() for n in _WEIGHT_FILES) and not any(
-            any(folder.glob(p)) for p in _WEIGHT_DIRS):
-        return "no model weights"
+    sharded = any(any(folder.glob(p)) for p in _WEIGHT_DIRS)
+    if not sharded:
+        if not any((folder / n).exists() for n in _WEIGHT_FILES):
+            return "no model weights"
+        # (a folder half deleted by checkpoint rotation may keep its trainer_state.json)
+        missing = [n for n in ("optimizer.pt", "scheduler.pt") if not (folder / n).is_file()]
+        if missing:
+            return f"no {' / '.join(missing)}"
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = folder / index_name
         if index.exists():
