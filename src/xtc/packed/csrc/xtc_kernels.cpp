@@ -76,10 +76,10 @@ int active_isa() {
 // Tokens per activation block: the AVX-512 micro-kernel keeps MR x 2 tiles of accumulators in
 // 24 of its 32 zmm registers; AVX2 has 16 ymm registers and keeps 4 x 2 halves.
 #ifndef XTC_MR
-#define XTC_MR 12
+#define XTC_MR 16
 #endif
 #ifndef XTC_NB
-#define XTC_NB 2
+#define XTC_NB 1
 #endif
 int block_rows(int isa) { return isa == ISA_AVX512 ? XTC_MR : 4; }
 
