@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -112,11 +113,17 @@ def main(argv=None):
     from xtc.pipeline import distill, finetune
     from xtc.recipe import QuantConfig
     from xtc.surgery import XTCConfig
-    from xtc.train import TrainConfig, set_threads_from_env
+    from xtc.train import TrainConfig
 
-    set_threads_from_env()
+    if os.environ.get("XTC_NUM_THREADS"):  # share a busy machine fairly
+        import torch
+
+        torch.set_num_threads(int(os.environ["XTC_NUM_THREADS"]))
     for scheme, bits in rows:  # refuse a bad row before hours of training
-        XTCConfig(weight_bits=bits, weight_scheme=scheme)
+        try:
+            XTCConfig(weight_bits=bits, weight_scheme=scheme)
+        except ValueError as e:
+            raise SystemExit(f"--rows {scheme}:{bits}: {e}") from None
     env = environment()
     common = dict(batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                   max_steps=args.max_steps or -1, eval_steps=args.max_steps or None)

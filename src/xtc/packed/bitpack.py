@@ -17,6 +17,7 @@ Padding codes at the end of a row are 0 for ternary (digit 1 / field 0) and -1 (
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 PACKINGS = ("bits", "base3", "2bit")
@@ -46,31 +47,25 @@ def _pad_cols(codes: torch.Tensor, per_byte: int, fill: int) -> torch.Tensor:
 
 
 def pack(codes: torch.Tensor, packing: str) -> torch.Tensor:
-    """Pack integer codes ``[rows, cols]`` (any integer or float dtype holding -1/0/+1) to uint8.
-
-    Works in uint8 throughout (one pass per code position in a byte), so packing a whole
-    embedding table needs little more memory than the table of codes itself.
-    """
+    """Pack integer codes ``[rows, cols]`` (any integer or float dtype holding -1/0/+1) to uint8."""
     if codes.dim() != 2:
         raise ValueError(f"pack expects a 2-D code matrix, got shape {tuple(codes.shape)}")
     _check(packing)
-    if packing == "bits":
-        if not bool(((codes == 1) | (codes == -1)).all()):
-            raise ValueError("binary packing needs codes in {-1, +1}")
-        digits, base = _pad_cols((codes > 0).to(torch.uint8), 8, 0), 2
-    else:
-        if not bool(((codes >= -1) & (codes <= 1)).all()):
-            raise ValueError("ternary packing needs codes in {-1, 0, +1}")
-        if packing == "base3":
-            digits, base = _pad_cols((codes + 1).to(torch.uint8), 5, 1), 3
-        else:  # 2bit: the field is the code's two low bits (two's complement), -1 -> 3
-            digits, base = _pad_cols(torch.where(codes < 0, 3, codes).to(torch.uint8), 4, 0), 4
-    per_byte = CODES_PER_BYTE[packing]
-    d = digits.reshape(codes.shape[0], -1, per_byte)
-    out = torch.zeros(d.shape[:2], dtype=torch.uint8)
-    for i in range(per_byte - 1, -1, -1):  # Horner: out = d0 + base * (d1 + base * (d2 + ...))
-        out = out * base + d[:, :, i]
-    return out
+    c = codes.to(torch.int8)
+    if codes.is_floating_point() and not torch.equal(c.to(codes.dtype), codes):
+        raise ValueError("codes must be integers")
+    lo, hi = (int(v) for v in torch.aminmax(c)) if c.numel() else (0, 0)
+    if lo < -1 or hi > 1 or (packing == "bits" and bool((c == 0).any())):
+        raise ValueError(f"{'binary' if packing == 'bits' else 'ternary'} packing needs codes in "
+                         f"{'{-1, +1}' if packing == 'bits' else '{-1, 0, +1}'}, got values in [{lo}, {hi}]")
+    rows = c.shape[0]
+    if packing == "bits":  # numpy's packbits is exactly this layout (little bit order), and fast
+        return torch.from_numpy(np.packbits((c > 0).numpy(), axis=-1, bitorder="little"))
+    if packing == "base3":
+        d = _pad_cols((c + 1).view(torch.uint8), 5, 1).reshape(rows, -1, 5)
+        return d[..., 0] + 3 * d[..., 1] + 9 * d[..., 2] + 27 * d[..., 3] + 81 * d[..., 4]  # <= 242: no overflow
+    d = _pad_cols((c & 3).view(torch.uint8), 4, 0).reshape(rows, -1, 4)  # 2bit: -1 -> field 3
+    return d[..., 0] | (d[..., 1] << 2) | (d[..., 2] << 4) | (d[..., 3] << 6)
 
 
 # Decoding tables: byte value -> its codes. Built once; a lookup decodes any number of rows at once.

@@ -37,10 +37,11 @@ def size_cmd(path: Path, teacher_layers: Optional[int] = None) -> None:
 
         table = Table(title=str(path))
         for i, h in enumerate(HEADERS):
-            table.add_column(h, justify="left" if i == 0 else "right")
+            table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
         for r in rows:
             table.add_row(*r)
-        Console().print(table)
+        console = Console()
+        Console(width=max(console.width, 120)).print(table)  # pipes default to 80 columns: too narrow
     except ImportError:
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
         for r in [HEADERS] + rows:

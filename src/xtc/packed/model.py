@@ -171,11 +171,10 @@ def _codes(module: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _kind(codes: torch.Tensor, bits: int) -> str:
-    if bits == 1 and bool(((codes == 1) | (codes == -1)).all()):
-        return "binary"
-    if bits <= 2 and bool(((codes >= -1) & (codes <= 1)).all()):
-        return "ternary"
-    raise ValueError(f"codes of a {bits}-bit weight fall outside {{-1, 0, +1}}: cannot pack")
+    """binary for 1-bit weights, ternary for 2-bit; :func:`bitpack.pack` checks the code values."""
+    if bits in (1, 2):
+        return "binary" if bits == 1 else "ternary"
+    raise ValueError(f"only 1-bit and 2-bit weights pack, got {bits} bits")
 
 
 def _int8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +207,7 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
     if not xtc_cfg:
         raise ValueError("the model is not quantized by xtc (its config has no 'xtc' entry): quantize it with "
                          "xtc.quantize_ or load a checkpoint with xtc.load_quantized")
-    from ..surgery import XTCConfig, layer_map
+    from ..surgery import XTCConfig
 
     xtc_cfg = XTCConfig.from_dict(dict(xtc_cfg)).to_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -276,7 +275,7 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
         "xtc": xtc_cfg,
         "config": config,
         "model_class": type(model).__name__,
-        "layer_map": layer_map(model),
+        "layer_map": _layer_map(model),
         "num_layers": _num_layers(model),
     }
     if teacher_num_layers:
@@ -294,9 +293,20 @@ def _version() -> str:
 
 
 def _num_layers(model: nn.Module) -> int:
-    from ..surgery import find_layers
+    """Transformer blocks of ``model``: found by structure in a training model; a packed model has no
+    nn.Linear left in its blocks, so its config says."""
+    from ..surgery import UnsupportedModelError, find_layers
 
-    return len(find_layers(model))
+    try:
+        return len(find_layers(model))
+    except UnsupportedModelError:
+        cfg = model.config
+        return int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", None) or cfg.num_layers)
+
+
+def _layer_map(model: nn.Module) -> list[int]:
+    stored = getattr(getattr(model, "config", None), "xtc_layer_map", None)
+    return list(stored) if stored else list(range(_num_layers(model)))
 
 
 # ------------------------------------------------------------------------------------------------
