@@ -27,7 +27,7 @@ def make_tiny_model(folder: Path, layers: int = 2, num_labels: int = 2, dropout:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + list(WORDS)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)  # transformers 5: vocab=, not vocab_file=
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=hidden, num_hidden_layers=layers,
                      num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64,
