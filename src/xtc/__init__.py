@@ -15,3 +15,12 @@ from . import pipeline  # noqa: E402  (stages: pipeline.finetune / pipeline.dist
 from .pipeline import compress, evaluate, finetune  # noqa: E402
 from .recipe import QuantConfig, Recipe, load_recipe  # noqa: E402
 from .train import TrainConfig  # noqa: E402
+
+
+def __getattr__(name):
+    # the packed format pulls in its C++ kernels lazily: import it only when asked for
+    if name in ("save_packed", "load_packed", "size_report", "export"):
+        from . import packed
+
+        return getattr(packed, name)
+    raise AttributeError(f"module 'xtc' has no attribute {name!r}")

@@ -290,6 +290,45 @@ def augment(
                 top_k=top_k, prob=prob)
 
 
+@app.command()
+@_friendly_errors
+def export(
+    run_dir: Path = typer.Argument(..., help="a run folder (its final checkpoint) or a checkpoint folder"),
+    out_dir: Path = typer.Argument(..., help="folder for the packed model"),
+    fp_dtype: str = typer.Option("fp16", help="full-precision tensors: fp16 or fp32"),
+    int8_extras: bool = typer.Option(False, help="position embeddings and pooler in 8 bits"),
+    ternary_packing: str = typer.Option("base3", help="ternary weights: base3 (1.6 bits) or 2bit"),
+):
+    """Write the compressed model as it really is: one safetensors file at 1-2 bits per weight."""
+    from .packed.cli import export_cmd
+
+    export_cmd(run_dir, out_dir, fp_dtype=fp_dtype, int8_extras=int8_extras, ternary_packing=ternary_packing)
+
+
+@app.command()
+@_friendly_errors
+def size(path: Path = typer.Argument(..., help="a packed model file or folder")):
+    """Bytes per class of tensors and the ratio against FP32."""
+    from .packed.cli import size_cmd
+
+    size_cmd(path)
+
+
+@app.command()
+@_friendly_errors
+def predict(
+    model_dir: Path = typer.Argument(..., help="a packed model folder (from `xtc export`)"),
+    input: Path = typer.Option(Path("-"), "--input", "-i", help="sentences, one per line (pairs: tab-separated); - = stdin"),
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="TSV of labels and scores; - = stdout"),
+    batch_size: int = typer.Option(32, help="sentences per batch"),
+    max_length: int = typer.Option(128, help="maximum tokens per input"),
+):
+    """Run a packed model on your sentences, without any training code."""
+    from .packed.cli import predict_cmd
+
+    predict_cmd(model_dir, input=input, output=output, batch_size=batch_size, max_length=max_length)
+
+
 def main():
     app()
 
