@@ -123,3 +123,25 @@ def test_shared_activations_are_reused_only_for_the_same_tensor():
     x.add_(1.0)  # modified in place: the version counter moved on
     c = K.packed_activations(ext, x, group=8, group_size=2)
     assert c is not b and not torch.equal(c[1], b[1])
+
+
+def test_build_failure_warns_once_and_falls_back(monkeypatch):
+    import torch.utils.cpp_extension as cpp
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(cpp, "load", broken)
+    monkeypatch.setattr(K, "_ext", None)
+    monkeypatch.setattr(K, "_ext_error", None)
+    with pytest.warns(RuntimeWarning, match="pure-torch path"):
+        assert K.extension() is None
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert K.extension() is None  # no second warning
+    assert K.kernel_info()["backend"] == "torch"
+    lin = PackedLinear(_codes(20, 12, False), torch.tensor([0.1]), None, "binary", 8)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(lin(x), K.linear_reference(x, lin.codes(), torch.full((20,), 0.1), None))

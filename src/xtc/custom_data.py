@@ -209,14 +209,19 @@ def _json_rows(f, path: Path, columns: _Columns) -> Iterator[tuple]:
         yield _row(record, columns, where)
 
 
-def _hub_rows(dataset: str, config: Optional[str], train_split: str, dev_split: Optional[str], columns: _Columns):
-    """Rows of the train and dev splits, and the label names of a ClassLabel column (else None)."""
+def open_hub_splits(dataset: str, config: Optional[str], train_split: str, dev_split: Optional[str],
+                    local_formats: str):
+    """``(where, splits, dev_split)`` of a hub dataset; DataError when it cannot be had.
+
+    ``dev_split`` defaults to "validation" when the dataset has one; ``local_formats`` names the
+    files a user can pass instead (for the message).
+    """
     where = f"hub dataset {dataset}" + (f" ({config})" if config else "")
     try:
         import datasets  # optional: only needed for hub data
     except ImportError:
         raise DataError(f"cannot load {where}: the 'datasets' package is not installed; pip install datasets, "
-                        "or pass CSV / TSV / JSON Lines files") from None
+                        f"or pass {local_formats}") from None
     try:
         splits = datasets.load_dataset(dataset, config)
     except Exception as err:  # network, offline mode, unknown name: any failure means "no hub data"
@@ -228,6 +233,12 @@ def _hub_rows(dataset: str, config: Optional[str], train_split: str, dev_split: 
     for split in (train_split, dev_split):
         if split is not None and split not in splits:
             raise DataError(f"{where} has no split {split!r}; it has {', '.join(splits)}")
+    return where, splits, dev_split
+
+
+def _hub_rows(dataset: str, config: Optional[str], train_split: str, dev_split: Optional[str], columns: _Columns):
+    """Rows of the train and dev splits, and the label names of a ClassLabel column (else None)."""
+    where, splits, dev_split = open_hub_splits(dataset, config, train_split, dev_split, "CSV / TSV / JSON Lines files")
     feature = splits[train_split].features.get(columns.label)
     names = list(feature.names) if hasattr(feature, "names") else None
 

@@ -28,7 +28,7 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 import torch
 
-from .custom_data import split_dev
+from .custom_data import open_hub_splits, split_dev
 from .data import DataError, TaskSpec
 
 TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
@@ -182,23 +182,8 @@ def load_token_task(train: str | Path | None = None, dev: str | Path | None = No
 
 
 def _hub_sentences(dataset, config, train_split, dev_split, tokens_column, tags_column):
-    where = f"hub dataset {dataset}" + (f" ({config})" if config else "")
-    try:
-        import datasets  # optional
-    except ImportError:
-        raise DataError(f"cannot load {where}: the 'datasets' package is not installed; pip install datasets, "
-                        "or pass CoNLL-style / JSON Lines files") from None
-    try:
-        splits = datasets.load_dataset(dataset, config)
-    except Exception as err:
-        reason = (str(err).splitlines() or [""])[0]
-        raise DataError(f"cannot load {where} ({type(err).__name__}: {reason}); check the name, the network / "
-                        "HF_HUB_OFFLINE, or pass local files") from err
-    if dev_split is None and "validation" in splits:
-        dev_split = "validation"
-    for split in (train_split, dev_split):
-        if split is not None and split not in splits:
-            raise DataError(f"{where} has no split {split!r}; it has {', '.join(splits)}")
+    where, splits, dev_split = open_hub_splits(dataset, config, train_split, dev_split,
+                                               "CoNLL-style / JSON Lines files")
     feature = splits[train_split].features.get(tags_column)
     inner = getattr(feature, "feature", None)
     names = list(inner.names) if hasattr(inner, "names") else None

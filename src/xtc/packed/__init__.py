@@ -11,13 +11,14 @@
 from .export import export, find_checkpoint
 from .format import FILE_NAME, FORMAT_VERSION, PackedFormatError
 from .kernels import kernel_info
-from .model import PackedEmbedding, PackedLinear, is_packed, load_packed, packed_weight_bytes, save_packed
+from .model import PackedEmbedding, PackedFFN, PackedLinear, is_packed, load_packed, packed_weight_bytes, save_packed
 from .report import markdown_table, size_report
 
 __all__ = [
     "FILE_NAME",
     "FORMAT_VERSION",
     "PackedEmbedding",
+    "PackedFFN",
     "PackedFormatError",
     "PackedLinear",
     "export",

@@ -9,10 +9,15 @@ same integer arithmetic and a warning is given once.
 Weights are re-arranged once, at load time, from the canonical codes into the kernel's tile layout
 (see the comment at the top of the C++ file): tiles of 16 outputs x 4 inputs, one 64-bit mask per
 tile and plane (binary: 1 plane = 1 bit/weight; ternary: nonzero + negative planes = 2 bits/weight).
+
+The instruction set is picked at run time (AVX-512 VNNI, AVX2 or portable scalar code, all in one
+build); ``XTC_KERNEL_ISA=avx2|scalar`` or ``extension().set_isa(...)`` forces a slower path.
+Threads: ``torch.set_num_threads`` (the kernels run in torch's OpenMP pool via at::parallel_for).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
@@ -45,8 +50,6 @@ def extension():
             from torch.utils.cpp_extension import load
 
             # A content hash in the name: an edited source never reuses a stale cached build.
-            import hashlib
-
             src = CSRC / "xtc_kernels.cpp"
             tag = hashlib.sha256(src.read_bytes()).hexdigest()[:10]
             _ext = load(

@@ -177,7 +177,9 @@ void quantize_row(int isa, const float* x, int64_t K, uint8_t* u, float* s) {
 // Padding (columns past K, tokens past M) is 128, i.e. q = 0, which contributes nothing.
 void quantize_pack(int isa, const float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s) {
   const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
-  at::parallel_for(0, MB, 1, [&](int64_t b0, int64_t b1) {
+  // At least ~64K values per task: a parallel region costs more than quantizing a small batch.
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, MR * K));
+  at::parallel_for(0, MB, grain, [&](int64_t b0, int64_t b1) {
     std::vector<uint8_t> row(K4 * 4, 128);
     for (int64_t mb = b0; mb < b1; ++mb) {
       uint32_t* blk = ap + mb * K4 * MR;

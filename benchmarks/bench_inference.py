@@ -1,0 +1,258 @@
+"""CPU inference: FP32 PyTorch vs dynamic int8 vs packed W1A8 / W2A8, side by side.
+
+For MiniLM-L6 (local weights; randomly quantized unless --checkpoint gives a trained xtc checkpoint)
+and the BERT-base architecture (random weights), at batch 1 and 32, sequence length 128:
+
+* latency: median (and min) of repeated forward passes after warm-up, torch.set_num_threads(2), and
+  1 thread as well (on a shared machine, 2 threads stall at every parallel region whenever another
+  process holds a core; 1 thread shows the single-core speed without that);
+* resident memory of the loaded model: VmRSS after loading and one forward pass (which touches every
+  weight; transformers maps FP32 files lazily) minus VmRSS before, in a fresh subprocess per variant
+  (so nothing else shares the process), plus the bytes of its tensors;
+* file size: FP32 safetensors (save_pretrained), dynamic int8 (torch.save of its state dict: the
+  usual way to store one), packed ``model.xtc.safetensors``.
+
+Writes benchmarks/results/inference.json and prints a markdown table.
+
+    python benchmarks/bench_inference.py                       # everything (a few minutes on 2 cores)
+    python benchmarks/bench_inference.py --models minilm --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("XTC_SHARED", ROOT.parent / "shared"))
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("fp32", "dynamic_int8", "packed_w1a8", "packed_w2a8")
+
+
+def rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def trim() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker: one variant, in its own process
+# ------------------------------------------------------------------------------------------------
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads[0])
+    warnings.filterwarnings("ignore")
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from xtc.packed import kernel_info, load_packed, packed_weight_bytes
+
+    hf_logging.set_verbosity_error()
+    if args.variant.startswith("packed"):
+        kernel_info()  # build/load the extension before the baseline: it is runtime, like fbgemm in libtorch
+    trim()
+    before = rss_kb()
+    t0 = time.perf_counter()
+    if args.variant.startswith("packed"):
+        model = load_packed(args.path)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(args.path).eval()
+        if args.variant == "dynamic_int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    load_s = time.perf_counter() - t0
+    trim()
+    after = rss_kb()
+    tensor_bytes = packed_weight_bytes(model)
+    if args.variant == "dynamic_int8":  # packed int8 weights live in opaque torch objects, not buffers
+        for m in model.modules():
+            if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+                w, b = m._weight_bias()
+                tensor_bytes += w.int_repr().numel() + (b.numel() * 4 if b is not None else 0)
+    out = {"variant": args.variant, "rss_after_load_mb": (after - before) / 1024, "tensor_mb": tensor_bytes / 1e6,
+           "load_s": load_s, "latency": {}, "kernel": kernel_info()}
+    vocab = model.config.vocab_size
+
+    def inputs_for(b):
+        g = torch.Generator().manual_seed(b)
+        ids = torch.randint(1000, min(vocab, 20000), (b, args.seq), generator=g)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    with torch.inference_mode():
+        model(**inputs_for(1))  # touches every weight (from_pretrained maps files lazily)
+    trim()
+    out["rss_model_mb"] = (rss_kb() - before) / 1024  # the model resident, after one forward pass
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for b in args.batches:
+            inputs = inputs_for(b)
+            reps = args.repeats if b == 1 else max(3, args.repeats // 4)
+            with torch.inference_mode():
+                for _ in range(args.warmup if b == 1 else 1):
+                    model(**inputs)
+                times = []
+                for _ in range(reps):
+                    t = time.perf_counter()
+                    model(**inputs)
+                    times.append(time.perf_counter() - t)
+            out["latency"][f"t{threads}_b{b}"] = {"threads": threads, "batch": b, "repeats": reps,
+                                                  "median_ms": statistics.median(times) * 1e3,
+                                                  "min_ms": min(times) * 1e3}
+    out["rss_peak_mb"] = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
+                                  if line.startswith("VmHWM:"))) / 1024
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Preparation: the model folders every variant loads
+# ------------------------------------------------------------------------------------------------
+def prepare(name: str, work: Path, checkpoint: str | None) -> dict:
+    """FP32 folder, packed W1A8 / W2A8 folders and file sizes for one model."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    import xtc
+    from xtc.packed import export, save_packed
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    folder = work / name
+    fp32_dir = folder / "fp32"
+    if name == "minilm":
+        if checkpoint:  # the trained checkpoint's latent weights as the FP32 model of the same architecture
+            src = xtc.packed.find_checkpoint(checkpoint)
+            model = AutoModelForSequenceClassification.from_pretrained(src)
+            model.config.xtc = None
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(MINILM, num_labels=2)
+        description = "all-MiniLM-L6-v2 (6 layers, hidden 384)"
+    else:
+        model = BertForSequenceClassification(BertConfig(num_labels=2))
+        description = "BERT-base architecture (12 layers, hidden 768), random weights"
+    model.eval().save_pretrained(fp32_dir)
+    sizes = {"fp32": (fp32_dir / "model.safetensors").stat().st_size}
+    with tempfile.TemporaryDirectory() as tmp:
+        dyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        torch.save(dyn.state_dict(), Path(tmp) / "dyn.pt")
+        sizes["dynamic_int8"] = (Path(tmp) / "dyn.pt").stat().st_size
+    paths = {"fp32": fp32_dir, "dynamic_int8": fp32_dir}
+    for bits in (1, 2):
+        variant = f"packed_w{bits}a8"
+        out = folder / variant
+        if checkpoint and name == "minilm" and xtc.XTCConfig.from_dict(
+                json.loads((xtc.packed.find_checkpoint(checkpoint) / "config.json").read_text())["xtc"]).weight_bits == bits:
+            file = export(checkpoint, out)
+        else:
+            q = AutoModelForSequenceClassification.from_pretrained(fp32_dir)
+            xtc.quantize_(q, xtc.XTCConfig(weight_bits=bits))
+            file = save_packed(q, out)
+        sizes[variant] = file.stat().st_size
+        paths[variant] = out
+    return {"description": description, "paths": {k: str(v) for k, v in paths.items()}, "file_bytes": sizes,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def run_variant(path: str, variant: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--path", path, "--threads", *map(str, args.threads),
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seq", str(args.seq),
+           "--batches", *map(str, args.batches)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict) -> str:
+    keys = [k for k in next(iter(results["models"].values()))["variants"]["fp32"]["latency"]]
+    label = {k: "{} thr, batch {}".format(*k[1:].split("_b")) for k in keys}
+    head = ["model", "variant", "file", "resident (RSS)", "weights (tensors)"]
+    head += [f"{label[k]}: median (min) ms" for k in keys] + [f"vs FP32 ({label[k]})" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results["models"].items():
+        fp = r["variants"]["fp32"]
+        for v in VARIANTS:
+            x = r["variants"].get(v)
+            if x is None:
+                continue
+            row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB", f"{x['tensor_mb']:.1f} MB"]
+            row += [f"{x['latency'][k]['median_ms']:.1f} ({x['latency'][k]['min_ms']:.1f})" for k in keys]
+            row += [f"{x['latency'][k]['median_ms'] / fp['latency'][k]['median_ms']:.2f}x" for k in keys]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=["minilm", "bert-base"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--checkpoint", help="a trained xtc run or checkpoint folder (MiniLM-L6 architecture) to export")
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                   help="torch threads; each count is timed in the same process (default: 2, then 1)")
+    p.add_argument("--repeats", type=int, default=20, help="timed passes at batch 1 (a quarter, >= 3, at larger batches)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", type=Path, default=RESULTS / "inference.json")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--path", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": {
+        "cpu": _cpu_name(), "cores_visible": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg()},
+        "seq": args.seq, "batches": args.batches, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            print(f"[{name}] preparing", file=sys.stderr, flush=True)
+            r = prepare(name, Path(tmp), args.checkpoint)
+            r["variants"] = {}
+            for v in args.variants:
+                print(f"[{name}] {v}", file=sys.stderr, flush=True)
+                r["variants"][v] = run_variant(r["paths"][v], v, args)
+            del r["paths"]
+            results["models"][name] = r
+    results["load_average_at_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    print(f"\n(written to {args.out}; load average at the end: {results['load_average_at_end']})")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
