@@ -70,6 +70,11 @@ def worker(args) -> dict:
     from xtc.packed import kernel_info, load_packed, packed_weight_bytes
 
     hf_logging.set_verbosity_error()
+    # Code every variant needs, loaded before the baseline so that the difference is the model itself:
+    # transformers imports a model family's code on first use, and the packed loader uses accelerate.
+    import accelerate  # noqa: F401
+    import transformers.models.bert.modeling_bert  # noqa: F401
+
     if args.variant.startswith("packed"):
         kernel_info()  # build/load the extension before the baseline: it is runtime, like fbgemm in libtorch
     trim()
@@ -111,14 +116,18 @@ def worker(args) -> dict:
             with torch.inference_mode():
                 for _ in range(args.warmup if b == 1 else 1):
                     model(**inputs)
-                times = []
+                times, cpu = [], []
                 for _ in range(reps):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.thread_time()
                     model(**inputs)
                     times.append(time.perf_counter() - t)
+                    cpu.append(time.thread_time() - c)
             out["latency"][f"t{threads}_b{b}"] = {"threads": threads, "batch": b, "repeats": reps,
                                                   "median_ms": statistics.median(times) * 1e3,
-                                                  "min_ms": min(times) * 1e3}
+                                                  "min_ms": min(times) * 1e3,
+                                                  # 1 thread: CPU time of the thread = latency without the
+                                                  # time other processes held the core
+                                                  "cpu_median_ms": statistics.median(cpu) * 1e3 if threads == 1 else None}
     out["rss_peak_mb"] = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
                                   if line.startswith("VmHWM:"))) / 1024
     return out
@@ -179,17 +188,22 @@ def run_variant(path: str, variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--path", path, "--threads", *map(str, args.threads),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seq", str(args.seq),
            "--batches", *map(str, args.batches)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def table(results: dict) -> str:
-    keys = [k for k in next(iter(results["models"].values()))["variants"]["fp32"]["latency"]]
-    label = {k: "{} thr, batch {}".format(*k[1:].split("_b")) for k in keys}
+    """Markdown: wall-clock medians (min) per thread count and batch, the 1-thread CPU-time medians
+    (robust on a busy machine), and the ratios to FP32 of each."""
+    lat = next(iter(results["models"].values()))["variants"]["fp32"]["latency"]
+    keys = list(lat)
+    label = {k: "{} thr, b{}".format(*k[1:].split("_b")) for k in keys}
+    cpu_keys = [k for k in keys if lat[k].get("cpu_median_ms") is not None]
     head = ["model", "variant", "file", "resident (RSS)", "weights (tensors)"]
-    head += [f"{label[k]}: median (min) ms" for k in keys] + [f"vs FP32 ({label[k]})" for k in keys]
+    head += [f"{label[k]} wall ms: median (min)" for k in keys] + [f"{label[k]} CPU ms" for k in cpu_keys]
+    head += [f"vs FP32 {label[k]} wall" for k in keys] + [f"vs FP32 {label[k]} CPU" for k in cpu_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results["models"].items():
         fp = r["variants"]["fp32"]
@@ -199,7 +213,9 @@ def table(results: dict) -> str:
                 continue
             row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB", f"{x['tensor_mb']:.1f} MB"]
             row += [f"{x['latency'][k]['median_ms']:.1f} ({x['latency'][k]['min_ms']:.1f})" for k in keys]
+            row += [f"{x['latency'][k]['cpu_median_ms']:.1f}" for k in cpu_keys]
             row += [f"{x['latency'][k]['median_ms'] / fp['latency'][k]['median_ms']:.2f}x" for k in keys]
+            row += [f"{x['latency'][k]['cpu_median_ms'] / fp['latency'][k]['cpu_median_ms']:.2f}x" for k in cpu_keys]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

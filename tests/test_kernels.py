@@ -78,7 +78,9 @@ def test_tile_layout_round_trip():
     for n, k in [(1, 1), (17, 5), (33, 70)]:
         for ternary in (False, True):
             codes = _codes(n, k, ternary, seed=n)
-            wp = K.prepare_weights(codes, torch.ones(n), None, ternary)["wp"]
+            prep = K.prepare_weights(codes, torch.ones(n), None, ternary)  # C++
+            wp, colsum = K.tiles_torch(codes, ternary)
+            assert torch.equal(prep["wp"], wp) and torch.equal(prep["colsum128"], colsum)
             assert wp.shape == (-(-n // 16), -(-k // 4), 2 if ternary else 1)
             assert torch.equal(K.codes_from_tiles(wp, n, k), codes)
 
@@ -113,16 +115,20 @@ def test_packed_modules_kernel_and_torch_paths_agree():
         torch.testing.assert_close(ffn(x), down._forward_torch(F.gelu(up._forward_torch(x))), rtol=1e-5, atol=1e-4)
 
 
-def test_shared_activations_are_reused_only_for_the_same_tensor():
+def test_siblings_on_one_input_run_once_and_only_for_the_same_tensor():
+    torch.manual_seed(7)
+    mods = [PackedLinear(_codes(n, 32, False, n), torch.tensor([0.1]), torch.randn(n), "binary", 8) for n in (16, 48, 8)]
     x = torch.randn(4, 32)
-    a = K.packed_activations(ext, x, group=7, group_size=3)
-    assert K.packed_activations(ext, x, group=7, group_size=3) is a  # key
-    assert K.packed_activations(ext, x, group=7, group_size=3) is a  # value
-    assert K.packed_activations(ext, x, group=7, group_size=3) is not a  # the entry is used up
-    b = K.packed_activations(ext, x, group=8, group_size=2)
-    x.add_(1.0)  # modified in place: the version counter moved on
-    c = K.packed_activations(ext, x, group=8, group_size=2)
-    assert c is not b and not torch.equal(c[1], b[1])
+    outs = [K.group_linear(x, m, mods, group=3) for m in mods]  # first call computes all three
+    for m, y in zip(mods, outs):
+        torch.testing.assert_close(y, m._forward_torch(x), rtol=1e-6, atol=1e-6)
+    y0 = K.group_linear(x, mods[1], mods, group=3)  # the slot was used up: computed afresh, same result
+    torch.testing.assert_close(y0, outs[1])
+    x.add_(1.0)  # modified in place: the version counter moved on, nothing stale is handed out
+    y1 = K.group_linear(x, mods[0], mods, group=3)
+    torch.testing.assert_close(y1, mods[0]._forward_torch(x), rtol=1e-6, atol=1e-6)
+    y2 = K.group_linear(x.clone(), mods[2], mods, group=3)  # another tensor: recomputed
+    torch.testing.assert_close(y2, mods[2]._forward_torch(x), rtol=1e-6, atol=1e-6)
 
 
 def test_build_failure_warns_once_and_falls_back(monkeypatch):

@@ -15,13 +15,13 @@ from xtc.packed import (
     PackedEmbedding,
     PackedFormatError,
     PackedLinear,
+    bitpack,
     export,
     load_packed,
     packed_weight_bytes,
     save_packed,
     size_report,
 )
-from xtc.packed import bitpack
 from xtc.packed import format as fmt
 from xtc.packed.cli import predict_cmd, size_cmd
 
@@ -225,6 +225,12 @@ def test_refuses_wrong_shape_missing_and_extra_tensors(packed_file, tmp_path):
         m["config"] = json.dumps(cfg)
 
     assert "does not fit" in _error(_rewrite(packed_file, tmp_path / "arch.safetensors", edit_meta=wider))
+    assert "corrupted metadata" in _error(_rewrite(packed_file, tmp_path / "entries.safetensors",
+                                                   edit_meta=lambda m: m.update(entries="[1, 2]")))
+    assert "unknown model class" in _error(_rewrite(packed_file, tmp_path / "cls.safetensors",
+                                                    edit_meta=lambda m: m.update(model_class="__import__")))
+    assert "has no place" in _error(_rewrite(packed_file, tmp_path / "base.safetensors",
+                                             edit_meta=lambda m: m.update(model_class="BertModel")))
     plain = tmp_path / "plain.safetensors"
     from safetensors.torch import save_file
 
@@ -291,9 +297,8 @@ def test_fp32_reference_file_size_is_exact(tmp_path):
 # export from a run folder, and predict from the packed folder alone
 # ------------------------------------------------------------------------------------------------
 def test_export_and_predict(tmp_path):
-    from xtc_tiny import make_tiny_model
-
     from transformers.utils import logging as hf_logging
+    from xtc_tiny import make_tiny_model
 
     hf_logging.set_verbosity_error()
     src = make_tiny_model(tmp_path / "src", layers=2, num_labels=2)

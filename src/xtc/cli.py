@@ -40,15 +40,16 @@ def _parse_layers(layers: Optional[str]) -> Optional[list[int]]:
         raise ValueError(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}") from None
 
 
-def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed):
+def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None):
     from dataclasses import replace
 
     changes = dict(epochs=epochs, learning_rate=lr, batch_size=batch_size, max_steps=max_steps,
-                   eval_steps=eval_steps, max_length=max_length, seed=seed)
+                   eval_steps=eval_steps, max_length=max_length, seed=seed, warmup_epochs=warmup_epochs)
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 Epochs = typer.Option(None, help="training epochs of each stage (default: recipe's)")
+Warmup = typer.Option(None, help="linear warm-up length in epochs (fractions allowed)")
 LR = typer.Option(None, "--lr", help="peak learning rate")
 BatchSize = typer.Option(None, help="training batch size")
 MaxSteps = typer.Option(None, help="stop after this many steps (overrides epochs)")
@@ -128,7 +129,7 @@ def compress(
     output: Path = typer.Option(..., help="run folder"),
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
-    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
     teacher_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs of the teacher"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
     overwrite: bool = typer.Option(False, help="replace a finished run in --output"),
@@ -164,7 +165,8 @@ def compress(
                                      activation_bits=(q.activation_bits if activation_bits is None
                                                       else (activation_bits or None))))
     over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
-                             eval_steps=eval_steps, max_length=max_length, seed=None)
+                             eval_steps=eval_steps, max_length=max_length, seed=None,
+                             warmup_epochs=warmup_epochs)
     r = replace(r, reduce=over(r.reduce), qat=over(r.qat),
                 finetune=over(r.finetune, epochs=teacher_epochs if teacher_epochs is not None else epochs))
     results = run_compress(r, output, resume=resume, overwrite=overwrite, data=data)
@@ -189,7 +191,7 @@ def finetune(
     glue_dir: Optional[Path] = GlueDir,
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
-    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
     train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
     dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
@@ -203,7 +205,8 @@ def finetune(
 
     task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
                            text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
-    cfg = _train_overrides(Recipe().finetune, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
+    cfg = _train_overrides(Recipe().finetune, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
+                           warmup_epochs)
     summary = run(model, task, output, str(glue_dir) if glue_dir else None, cfg, resume=resume, data=data)
     typer.echo(json.dumps(summary["dev"], indent=1))
 
@@ -223,7 +226,7 @@ def distill(
     augment: Optional[Path] = typer.Option(None, help="augmented train.tsv"),
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
-    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed,
+    max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
     train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
     dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
@@ -240,7 +243,8 @@ def distill(
     weight_bits = _scheme_bits(weight_scheme, weight_bits)
     quant = (QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None, weight_scheme=weight_scheme)
              if weight_bits else None)
-    cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed)
+    cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
+                           warmup_epochs)
     summary = run(teacher, task, output, str(glue_dir) if glue_dir else None, student=student,
                   layers=_parse_layers(layers), quant=quant, config=cfg,
                   train_file=str(augment) if augment else None, resume=resume, data=data)

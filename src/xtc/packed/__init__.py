@@ -11,7 +11,15 @@
 from .export import export, find_checkpoint
 from .format import FILE_NAME, FORMAT_VERSION, PackedFormatError
 from .kernels import kernel_info
-from .model import PackedEmbedding, PackedFFN, PackedLinear, is_packed, load_packed, packed_weight_bytes, save_packed
+from .model import (
+    PackedEmbedding,
+    PackedFFN,
+    PackedLinear,
+    is_packed,
+    load_packed,
+    packed_weight_bytes,
+    save_packed,
+)
 from .report import markdown_table, size_report
 
 __all__ = [

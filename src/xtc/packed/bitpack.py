@@ -97,7 +97,8 @@ def invalid_bytes(packed: torch.Tensor, packing: str) -> int:
     """Number of bytes that are not a valid encoding (0 for a sound tensor). Plain uint8 comparisons,
     no widening, so that checking a whole embedding table costs no extra memory to speak of."""
     if packing == "base3":
-        return int((packed > 242).sum())
+        bad = packed > 242
+        return int(bad.sum()) if bool(bad.any()) else 0
     if packing == "2bit":
         bad = torch.zeros(packed.shape, dtype=torch.bool)
         for shift in range(0, 8, 2):  # a field equal to 2 (binary 10) encodes nothing

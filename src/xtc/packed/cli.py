@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 
 def export_cmd(run_dir: Path, out_dir: Path, fp_dtype: str = "fp16", int8_extras: bool = False,
-               ternary_packing: str = "base3", teacher_layers: Optional[int] = None) -> None:
+               ternary_packing: str = "base3", teacher_layers: int | None = None) -> None:
     """Pack the quantized checkpoint of RUN_DIR (or a checkpoint folder) into OUT_DIR.
 
     --fp-dtype fp16|fp32 for the full-precision tensors; --int8-extras stores position embeddings and
@@ -26,7 +25,7 @@ def export_cmd(run_dir: Path, out_dir: Path, fp_dtype: str = "fp16", int8_extras
     size_cmd(file, teacher_layers=teacher_layers)
 
 
-def size_cmd(path: Path, teacher_layers: Optional[int] = None) -> None:
+def size_cmd(path: Path, teacher_layers: int | None = None) -> None:
     """Size report of a packed model (file or folder): bytes per class of tensors and ratios vs FP32."""
     from .report import HEADERS, format_rows, size_report
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from .model import save_packed
 
@@ -46,7 +45,7 @@ def find_checkpoint(run_or_checkpoint: str | Path) -> Path:
                             "entry, e.g. RUN/quantized/model after `xtc compress`)")
 
 
-def _teacher_layers(root: Path, checkpoint: Path) -> Optional[int]:
+def _teacher_layers(root: Path, checkpoint: Path) -> int | None:
     """Depth of the teacher when the run folder holds it (RUN/teacher/model), for the size report."""
     for folder in (root / "teacher" / "model", root / "teacher", checkpoint.parent.parent / "teacher" / "model"):
         cfg = folder / "config.json"
@@ -63,7 +62,7 @@ def _teacher_layers(root: Path, checkpoint: Path) -> Optional[int]:
 
 def export(run_or_checkpoint_dir: str | Path, out_dir: str | Path, fp_dtype: str = "fp16",
            int8_extras: bool = False, ternary_packing: str = "base3",
-           teacher_num_layers: Optional[int] = None) -> Path:
+           teacher_num_layers: int | None = None) -> Path:
     """Pack the quantized checkpoint of a run into ``out_dir``; returns the packed file."""
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging

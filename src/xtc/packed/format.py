@@ -162,8 +162,10 @@ def read_header(path: str | Path) -> tuple[Path, dict, dict[str, str]]:
                                 f"{FORMAT_VERSION}): upgrade xtc to load it")
     if version < 1:
         raise PackedFormatError(f"{file}: corrupted metadata (format version {version})")
-    data_end = max((int(v["data_offsets"][1]) for v in header.values() if isinstance(v, dict)
-                    and "data_offsets" in v), default=0)
+    try:
+        data_end = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise PackedFormatError(f"{file}: corrupted header (bad tensor entries)") from None
     if 8 + n + data_end != size:
         raise PackedFormatError(f"{file}: truncated or padded ({size} bytes, the header describes "
                                 f"{8 + n + data_end})")
@@ -186,9 +188,19 @@ def _json(file: Path, meta: dict, key: str, default=_REQUIRED):
 
 def read(path: str | Path) -> tuple[dict[str, dict], dict[str, torch.Tensor], dict[str, Any]]:
     """``(entries, tensors, info)`` of a validated file; ``info`` holds the decoded metadata."""
+    file, _, meta = read_header(path)
+    try:
+        return _read(file, meta)
+    except PackedFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # Only a file crafted with a valid checksum gets here (random damage fails the checksum).
+        raise PackedFormatError(f"{file}: corrupted metadata ({type(e).__name__}: {e})") from None
+
+
+def _read(file: Path, meta: dict[str, str]) -> tuple[dict[str, dict], dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors.torch import load
 
-    file, _, meta = read_header(path)
     try:
         tensors = load(file.read_bytes())
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
@@ -196,6 +208,8 @@ def read(path: str | Path) -> tuple[dict[str, dict], dict[str, torch.Tensor], di
     if meta.get("checksum") != checksum(tensors, meta):
         raise PackedFormatError(f"{file}: checksum mismatch: the file is corrupted or was modified after export")
     entries = _json(file, meta, "entries")
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+        raise PackedFormatError(f"{file}: corrupted metadata ('entries' is not a table of tensors)")
     expected: dict[str, tuple] = {}
     for name, entry in entries.items():
         expected.update(stored_tensors(name, entry))
@@ -218,6 +232,9 @@ def read(path: str | Path) -> tuple[dict[str, dict], dict[str, torch.Tensor], di
             s = tensors[f"{name}.scales"]
             if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
                 raise PackedFormatError(f"{file}: tensor {name}.scales holds negative or non-finite scales")
+    for key in ("xtc", "config"):
+        if not isinstance(_json(file, meta, key), dict):
+            raise PackedFormatError(f"{file}: corrupted metadata ({key!r} is not a JSON object)")
     info = {
         "file": file,
         "format_version": int(meta["format_version"]),

@@ -23,7 +23,6 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -31,7 +30,7 @@ CSRC = Path(__file__).with_name("csrc")
 TILE_N, TILE_K = 16, 4  # outputs x inputs per 64-bit mask (must match the C++ file)
 
 _ext = None
-_ext_error: Optional[str] = None
+_ext_error: str | None = None
 _lock = threading.Lock()
 
 
@@ -91,13 +90,30 @@ def _bits_to_u64(bits: torch.Tensor) -> torch.Tensor:
     return byte.contiguous().view(torch.int64).squeeze(-1)
 
 
-def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: Optional[torch.Tensor],
+def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: torch.Tensor | None,
                     ternary: bool) -> dict:
     """Tile layout and epilogue vectors for codes ``[N, K]`` in {-1, 0, +1}.
 
     Returns tensors ``wp`` (int64 [N/16, K/4, planes]), ``colsum128`` (int32), ``alpha``, ``bias_p``
     (float32), all padded to a multiple of 16 outputs.
     """
+    n, k = codes.shape
+    nt = -(-n // TILE_N)
+    alpha = torch.zeros(nt * TILE_N, dtype=torch.float32)
+    alpha[:n] = row_scales.to(torch.float32)
+    b = torch.zeros(nt * TILE_N, dtype=torch.float32)
+    if bias is not None:
+        b[:n] = bias.to(torch.float32)
+    ext = extension()
+    if ext is not None:  # same layout as below, in C++ (the torch version takes seconds for BERT-base)
+        wp, colsum128 = ext.prepare_tiles(codes.to(torch.int8), ternary)
+    else:
+        wp, colsum128 = tiles_torch(codes, ternary)
+    return {"wp": wp, "colsum128": colsum128, "alpha": alpha, "bias_p": b}
+
+
+def tiles_torch(codes: torch.Tensor, ternary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tile layout and ``128 * colsum`` in torch (fallback and test oracle of ``prepare_tiles``)."""
     n, k = codes.shape
     nt, k4 = -(-n // TILE_N), -(-k // TILE_K)
     c = torch.zeros(nt * TILE_N, k4 * TILE_K, dtype=torch.int8)
@@ -113,12 +129,7 @@ def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: Optiona
     # u = 128 (q = 0), so they add -128 per column; colsum must include those -1 to cancel them.
     expanded = torch.where(tiles > 0, 1, -1) if not ternary else tiles.to(torch.int32)
     colsum = expanded.reshape(nt, k4, TILE_N, TILE_K).sum(dim=(1, 3), dtype=torch.int64).reshape(-1)
-    alpha = torch.zeros(nt * TILE_N, dtype=torch.float32)
-    alpha[:n] = row_scales.to(torch.float32)
-    b = torch.zeros(nt * TILE_N, dtype=torch.float32)
-    if bias is not None:
-        b[:n] = bias.to(torch.float32)
-    return {"wp": wp, "colsum128": (colsum * 128).to(torch.int32).contiguous(), "alpha": alpha, "bias_p": b}
+    return wp, (colsum * 128).to(torch.int32).contiguous()
 
 
 def codes_from_tiles(wp: torch.Tensor, n: int, k: int) -> torch.Tensor:
@@ -146,7 +157,7 @@ def quantize_activations_int(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 def linear_reference(x: torch.Tensor, codes: torch.Tensor, row_scales: torch.Tensor,
-                     bias: Optional[torch.Tensor]) -> torch.Tensor:
+                     bias: torch.Tensor | None) -> torch.Tensor:
     """``s * alpha * (q @ codes^T) + bias`` in torch. The integer products are summed in float32,
     which is exact here: every partial sum is an integer below 128 * K < 2^24."""
     q, s = quantize_activations_int(x)
@@ -159,54 +170,61 @@ def linear_reference(x: torch.Tensor, codes: torch.Tensor, row_scales: torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------
-# Activation sharing: query, key and value receive the same tensor; quantize and pack it once.
+# Siblings on one input (query, key, value): quantize it once, run all three in one call
 # ------------------------------------------------------------------------------------------------
 _local = threading.local()
 
 
-def packed_activations(ext, x: torch.Tensor, group: Optional[int] = None, group_size: int = 1):
-    """``ext.pack_activations`` of ``x`` as ``[-1, K]`` float32.
-
-    Linears of one sharing ``group`` (siblings called one after the other on the same input, like
-    query/key/value) reuse the packed activations: the entry serves the next ``group_size - 1``
-    calls of that group with the very same tensor object (and, outside inference mode, the same
-    version counter), then it is dropped. The input is held weakly.
-    """
-    if group is not None:
-        entry = getattr(_local, "entry", None)
-        if entry is not None and entry[0] == group and entry[1]() is x and entry[2] == _version(x):
-            _local.entry = (*entry[:4], entry[4] - 1) if entry[4] > 1 else None
-            return entry[3]
-    packed = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
-    if group is not None and group_size > 1:
-        try:
-            _local.entry = (group, weakref.ref(x), _version(x), packed, group_size - 1)
-        except TypeError:  # a tensor subclass refusing weak references: no sharing
-            _local.entry = None
-    return packed
-
-
-def _version(x: torch.Tensor) -> Optional[int]:
+def _version(x: torch.Tensor) -> int | None:
     return None if x.is_inference() else x._version  # inference tensors have no version counter
+
+
+def _weights(prep: dict, out_features: int, act: int = 0) -> tuple:
+    return prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], out_features, act
+
+
+def group_linear(x: torch.Tensor, me, members: list, group: int) -> torch.Tensor | None:
+    """Output of packed linear ``me`` for ``x`` ``[..., K]`` as ``[M, N]``, computed together with its
+    sibling ``members`` (same input, e.g. query/key/value) in one kernel call on the first call;
+    the siblings' outputs wait in a thread-local slot for the very same tensor object (and, outside
+    inference mode, the same version counter) and are handed out once each. None without the
+    extension."""
+    ext = extension()
+    if ext is None:
+        return None
+    entry = getattr(_local, "entry", None)
+    if (entry is not None and entry[0] == group and entry[1]() is x and entry[2] == _version(x)
+            and id(me) in entry[3]):
+        y = entry[3].pop(id(me))
+        if not entry[3]:
+            _local.entry = None
+        return y
+    ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
+    ys = ext.linear_multi(ap, s, [_weights(m._buffers, m.out_features) for m in members])
+    outputs = {id(m): y for m, y in zip(members, ys)}
+    y = outputs.pop(id(me))
+    try:
+        _local.entry = (group, weakref.ref(x), _version(x), outputs) if outputs else None
+    except TypeError:  # a tensor subclass refusing weak references: siblings recompute
+        _local.entry = None
+    return y
 
 
 ACTIVATIONS = {None: 0, "gelu": 1}  # epilogue activations of the kernels (exact erf GELU)
 
 
-def packed_linear(x: torch.Tensor, prep: dict, out_features: int, group: Optional[int] = None,
-                  group_size: int = 1, act: Optional[str] = None) -> Optional[torch.Tensor]:
+def packed_linear(x: torch.Tensor, prep: dict, out_features: int, act: str | None = None) -> torch.Tensor | None:
     """Kernel linear of ``x`` ``[..., K]`` -> ``[M, N]`` float32 (None without the extension);
     the tensors of ``prep`` come from :func:`prepare_weights`."""
     ext = extension()
     if ext is None:
         return None
-    ap, s = packed_activations(ext, x, group, group_size)
-    return ext.linear_packed(ap, s, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], out_features,
-                             ACTIVATIONS[act])
+    ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
+    return ext.linear_packed(ap, s, *_weights(prep, out_features, ACTIVATIONS[act]))
 
 
 def packed_ffn(x: torch.Tensor, up: dict, n_up: int, down: dict, n_down: int,
-               act: Optional[str] = "gelu") -> Optional[torch.Tensor]:
+               act: str | None = "gelu") -> torch.Tensor | None:
     """Fused ``down(act(up(x)))`` -> ``[M, n_down]`` (None without the extension)."""
     ext = extension()
     if ext is None:

@@ -14,7 +14,6 @@ import ctypes
 import json
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +43,8 @@ class PackedLinear(nn.Module):
     than a row, no compiler) a torch path computes the same thing from the decoded codes.
     """
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: Optional[torch.Tensor], kind: str,
-                 activation_bits: Optional[int]):
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, kind: str,
+                 activation_bits: int | None):
         super().__init__()
         self.out_features, self.in_features = codes.shape
         self.kind, self.groups, self.activation_bits = kind, scales.numel(), activation_bits
@@ -61,12 +60,13 @@ class PackedLinear(nn.Module):
         for name, t in prep.items():
             self.register_buffer(name, t, persistent=False)
         self.register_buffer("scales", scales.float().clone(), persistent=False)
-        self._codes_cache: Optional[torch.Tensor] = None
-        # Set by load_packed for siblings that share their input (query/key/value): (group id, size).
-        self.share_group: tuple[Optional[int], int] = (None, 1)
+        self._codes_cache: torch.Tensor | None = None
+        # Set by load_packed for siblings that share their input (query/key/value): (group id, members).
+        self.share_group: int | None = None
+        self.__dict__["_share_members"] = []  # plain list in __dict__: not registered as submodules
 
     @property
-    def bias(self) -> Optional[torch.Tensor]:
+    def bias(self) -> torch.Tensor | None:
         return self._buffers["bias_p"][: self.out_features] if self.has_bias else None
 
     def codes(self) -> torch.Tensor:
@@ -79,7 +79,10 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_shape = (*x.shape[:-1], self.out_features)
         if self.activation_bits == 8 and self.per_row:
-            y = kernels.packed_linear(x, self._buffers, self.out_features, *self.share_group)
+            if self.share_group is not None:
+                y = kernels.group_linear(x, self, self._share_members, self.share_group)
+            else:
+                y = kernels.packed_linear(x, self._buffers, self.out_features)
             if y is not None:
                 return y.view(out_shape).to(x.dtype)
         return self._forward_torch(x)
@@ -131,7 +134,7 @@ class PackedEmbedding(nn.Module):
     """Word embedding kept in its canonical packed form; looked-up rows are decoded on the fly."""
 
     def __init__(self, packed: torch.Tensor, scales: torch.Tensor, embedding_dim: int, packing: str,
-                 kind: str, padding_idx: Optional[int] = None):
+                 kind: str, padding_idx: int | None = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = packed.shape[0], embedding_dim
         self.packing, self.kind, self.padding_idx = packing, kind, padding_idx
@@ -189,7 +192,7 @@ def _int8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # save_packed
 # ------------------------------------------------------------------------------------------------
 def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8_extras: bool = False,
-                ternary_packing: str = "base3", tokenizer=None, teacher_num_layers: Optional[int] = None) -> Path:
+                ternary_packing: str = "base3", tokenizer=None, teacher_num_layers: int | None = None) -> Path:
     """Write ``model`` (quantized by xtc) as one packed safetensors file.
 
     ``path``: a folder (gets ``model.xtc.safetensors``, plus the tokenizer when given) or a
@@ -370,10 +373,22 @@ def _malloc_trim() -> None:
 
 def load_packed(path: str | Path) -> nn.Module:
     """The transformers model of a packed file (or folder), in eval mode, ready for inference:
-    quantized linears are :class:`PackedLinear`, the word embedding a :class:`PackedEmbedding`."""
+    quantized linears are :class:`PackedLinear`, the word embedding a :class:`PackedEmbedding`.
+    Any file that cannot give the model it describes raises :class:`PackedFormatError`."""
+    entries, tensors, info = fmt.read(path)
+    try:
+        return _build(entries, tensors, info)
+    except PackedFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        # The file passed its checks but does not make a model (crafted metadata): still one clear line.
+        raise PackedFormatError(f"{info['file']}: does not describe a loadable model "
+                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _build(entries: dict, tensors: dict, info: dict) -> nn.Module:
     from accelerate import init_empty_weights
 
-    entries, tensors, info = fmt.read(path)
     file = info["file"]
     config = _build_config(info)
     cls = _model_class(info)
@@ -390,6 +405,8 @@ def load_packed(path: str | Path) -> nn.Module:
             old = model.get_submodule(mname) if mname else None
         except AttributeError:
             old = None
+        if old is None:
+            raise PackedFormatError(f"{file}: tensor {name} has no place in a {type(model).__name__}")
         rows, cols = entry["shape"]
         codes_packed, scales = tensors[f"{name}.codes"], tensors[f"{name}.scales"]
         if entry.get("role") == "embedding":
@@ -460,9 +477,10 @@ def _share_inputs(model: nn.Module) -> None:
     for gid, parent in enumerate(model.modules()):
         kids = [m for m in parent.children() if isinstance(m, PackedLinear)]
         widths = {m.in_features for m in kids}
-        if len(kids) > 1 and len(widths) == 1:
+        if len(kids) > 1 and len(widths) == 1 and all(m.uses_kernel() for m in kids):
             for m in kids:
-                m.share_group = (gid, len(kids))
+                m.share_group = gid
+                m.__dict__["_share_members"] = kids
 
 
 def _float_tensor(entry: dict, tensors: dict, name: str) -> torch.Tensor:
@@ -488,5 +506,14 @@ def is_packed(model: nn.Module) -> bool:
     return any(isinstance(m, (PackedLinear, PackedEmbedding)) for m in model.modules())
 
 
-__all__ = ["PackedLinear", "PackedEmbedding", "PackedFFN", "save_packed", "load_packed", "PackedFormatError",
-           "packed_weight_bytes", "is_packed", "INT8_EXTRAS"]
+__all__ = [
+    "INT8_EXTRAS",
+    "PackedEmbedding",
+    "PackedFFN",
+    "PackedFormatError",
+    "PackedLinear",
+    "is_packed",
+    "load_packed",
+    "packed_weight_bytes",
+    "save_packed",
+]

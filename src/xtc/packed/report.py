@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 from . import format as fmt
 
@@ -60,7 +59,7 @@ def _teacher_shapes(shapes: dict[str, list[int]], student_layers: int, teacher_l
     return out
 
 
-def size_report(path: str | Path, teacher_num_layers: Optional[int] = None) -> list[dict]:
+def size_report(path: str | Path, teacher_num_layers: int | None = None) -> list[dict]:
     """Rows ``{part, parameters, bits_per_param, bytes, fp32_bytes, ratio}`` (ratio = fp32 / bytes)."""
     file, header, meta = fmt.read_header(path)
     entries = json.loads(meta["entries"])

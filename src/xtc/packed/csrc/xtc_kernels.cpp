@@ -423,41 +423,54 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t m
 }
 #endif
 
-// Work split: tasks are (chunk of row blocks) x (column block); a thread takes a contiguous range,
-// so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
+// One (row block, column block) unit of work, on whichever path the ISA selects.
+inline void gemm_block(int isa, const GemmArgs& g, int64_t mb, int64_t cb) {
+#if XTC_X86
+  if (isa == ISA_AVX512) {
+    const int64_t t = cb * XTC_NB;
+    if (t + XTC_NB <= g.NT) {
+      g.P == 1 ? micro_avx512<XTC_MR, XTC_NB, 1>(g, mb, t) : micro_avx512<XTC_MR, XTC_NB, 2>(g, mb, t);
+    } else {  // the last, narrower column block: one tile at a time
+      for (int64_t u = t; u < g.NT; ++u)
+        g.P == 1 ? micro_avx512<XTC_MR, 1, 1>(g, mb, u) : micro_avx512<XTC_MR, 1, 2>(g, mb, u);
+    }
+    return;
+  }
+  if (isa == ISA_AVX2) {
+    g.P == 1 ? micro_avx2<4, 1>(g, mb, cb) : micro_avx2<4, 2>(g, mb, cb);
+    return;
+  }
+#endif
+  gemm_scalar_block(g, mb, cb);
+}
+
+// Work split: tasks are (linear, chunk of row blocks, column block); a thread takes a contiguous
+// range, so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
+// Several linears sharing an input (query, key, value) go in one parallel region: every region
+// ends in a barrier, and on a busy machine each barrier can wait for a preempted thread.
 constexpr int64_t kChunkBlocks = 16;
 
-void gemm(int isa, const GemmArgs& g) {
-  const int64_t MB = ceil_div(g.M, g.MR);
-  const int64_t NB = isa == ISA_AVX512 ? XTC_NB : 1;  // tiles per column block
-  const int64_t NCB = ceil_div(g.NT, NB);
-  const int64_t chunks = ceil_div(MB, kChunkBlocks);
-  at::parallel_for(0, chunks * NCB, 1, [&](int64_t t0, int64_t t1) {
+void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
+  std::vector<int64_t> first(gs.size() + 1, 0);  // first task of each linear
+  for (size_t i = 0; i < gs.size(); ++i) {
+    const int64_t MB = ceil_div(gs[i].M, gs[i].MR);
+    const int64_t NB = isa == ISA_AVX512 ? XTC_NB : 1;  // tiles per column block
+    first[i + 1] = first[i] + ceil_div(MB, kChunkBlocks) * ceil_div(gs[i].NT, NB);
+  }
+  at::parallel_for(0, first.back(), 1, [&](int64_t t0, int64_t t1) {
+    size_t i = 0;
     for (int64_t task = t0; task < t1; ++task) {
-      const int64_t c = task / NCB, cb = task % NCB;
-      const int64_t mb_end = std::min(MB, (c + 1) * kChunkBlocks);
-      for (int64_t mb = c * kChunkBlocks; mb < mb_end; ++mb) {
-#if XTC_X86
-        if (isa == ISA_AVX512) {
-          const int64_t t = cb * XTC_NB;
-          if (t + XTC_NB <= g.NT) {
-            g.P == 1 ? micro_avx512<XTC_MR, XTC_NB, 1>(g, mb, t) : micro_avx512<XTC_MR, XTC_NB, 2>(g, mb, t);
-          } else {  // the last, narrower column block: one tile at a time
-            for (int64_t u = t; u < g.NT; ++u)
-              g.P == 1 ? micro_avx512<XTC_MR, 1, 1>(g, mb, u) : micro_avx512<XTC_MR, 1, 2>(g, mb, u);
-          }
-          continue;
-        }
-        if (isa == ISA_AVX2) {
-          g.P == 1 ? micro_avx2<4, 1>(g, mb, cb) : micro_avx2<4, 2>(g, mb, cb);
-          continue;
-        }
-#endif
-        gemm_scalar_block(g, mb, cb);
-      }
+      while (task >= first[i + 1]) ++i;
+      const GemmArgs& g = gs[i];
+      const int64_t NCB = ceil_div(g.NT, isa == ISA_AVX512 ? XTC_NB : 1);
+      const int64_t local = task - first[i], c = local / NCB, cb = local % NCB;
+      const int64_t mb_end = std::min(ceil_div(g.M, g.MR), (c + 1) * kChunkBlocks);
+      for (int64_t mb = c * kChunkBlocks; mb < mb_end; ++mb) gemm_block(isa, g, mb, cb);
     }
   });
 }
+
+void gemm(int isa, const GemmArgs& g) { gemm_multi(isa, {g}); }
 
 // ------------------------------------------------------------------------------------------
 // Python-facing functions.
@@ -490,24 +503,42 @@ std::vector<torch::Tensor> pack_activations(torch::Tensor x) {
   return {ap, s};
 }
 
-torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp, torch::Tensor colsum128,
-                            torch::Tensor alpha, torch::Tensor bias, int64_t N, int64_t act) {
-  check_weights(wp, colsum128, alpha, bias, N);
-  const int isa = active_isa();
-  const int64_t MR = block_rows(isa);
+GemmArgs make_args(const torch::Tensor& ap, const torch::Tensor& s, const torch::Tensor& wp, const torch::Tensor& c,
+                   const torch::Tensor& alpha, const torch::Tensor& bias, int64_t N, int64_t act, torch::Tensor& y) {
+  check_weights(wp, c, alpha, bias, N);
+  const int64_t MR = block_rows(active_isa());
   TORCH_CHECK(ap.dim() == 3 && ap.size(2) == MR && ap.scalar_type() == torch::kInt32,
               "xtc kernel: packed activations come from pack_activations (with the same ISA)");
   TORCH_CHECK(ap.size(1) == wp.size(1), "xtc kernel: in_features of x and weight differ");
   const int64_t M = s.numel();
   TORCH_CHECK(ap.size(0) == ceil_div(M, MR), "xtc kernel: scales do not match the packed activations");
-  auto y = torch::empty({M, N}, torch::kFloat32);
-  if (M == 0) return y;
-  GemmArgs g{(const uint32_t*)ap.data_ptr<int32_t>(), s.data_ptr<float>(),
-             (const uint64_t*)wp.data_ptr<int64_t>(), colsum128.data_ptr<int32_t>(),
-             alpha.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
-             M, N, wp.size(1), wp.size(0), MR, wp.size(2), (int)act};
-  gemm(isa, g);
+  y = torch::empty({M, N}, torch::kFloat32);
+  return GemmArgs{(const uint32_t*)ap.data_ptr<int32_t>(), s.data_ptr<float>(), (const uint64_t*)wp.data_ptr<int64_t>(),
+                  c.data_ptr<int32_t>(), alpha.data_ptr<float>(), bias.data_ptr<float>(), y.data_ptr<float>(),
+                  M, N, wp.size(1), wp.size(0), MR, wp.size(2), (int)act};
+}
+
+torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp, torch::Tensor colsum128,
+                            torch::Tensor alpha, torch::Tensor bias, int64_t N, int64_t act) {
+  torch::Tensor y;
+  GemmArgs g = make_args(ap, s, wp, colsum128, alpha, bias, N, act, y);
+  if (g.M > 0) gemm(active_isa(), g);
   return y;
+}
+
+// Several linears on the same packed input, in one parallel region. Each weight is a tuple
+// (tiles, colsum128, alpha, bias, out_features, act).
+std::vector<torch::Tensor> linear_multi(torch::Tensor ap, torch::Tensor s, std::vector<py::tuple> weights) {
+  std::vector<torch::Tensor> ys(weights.size());
+  std::vector<GemmArgs> gs;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const py::tuple& w = weights[i];
+    TORCH_CHECK(w.size() == 6, "xtc kernel: a weight is (tiles, colsum128, alpha, bias, out_features, act)");
+    gs.push_back(make_args(ap, s, w[0].cast<torch::Tensor>(), w[1].cast<torch::Tensor>(), w[2].cast<torch::Tensor>(),
+                           w[3].cast<torch::Tensor>(), w[4].cast<int64_t>(), w[5].cast<int64_t>(), ys[i]));
+  }
+  if (s.numel() > 0) gemm_multi(active_isa(), gs);
+  return ys;
 }
 
 torch::Tensor linear(torch::Tensor x, torch::Tensor wp, torch::Tensor colsum128, torch::Tensor alpha,
@@ -534,25 +565,35 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   TORCH_CHECK(ap.size(0) == ceil_div(M, MR), "xtc kernel: scales do not match the packed activations");
   auto y = torch::empty({M, N2}, torch::kFloat32);
   if (M == 0) return y;
-  const int64_t CM = kChunkBlocks * MR;  // tokens per chunk: a multiple of MR
-  const int64_t K4b = wp2.size(1);
-  auto h = torch::empty({std::min(M, CM), N1}, torch::kFloat32);
-  auto hp = torch::empty({ceil_div(std::min(M, CM), MR), K4b, MR}, torch::kInt32);
-  auto hs = torch::empty({std::min(M, CM)}, torch::kFloat32);
-  for (int64_t m0 = 0; m0 < M; m0 += CM) {
-    const int64_t rows = std::min(CM, M - m0);
-    GemmArgs g1{(const uint32_t*)ap.data_ptr<int32_t>() + (m0 / MR) * ap.size(1) * MR, s.data_ptr<float>() + m0,
-                (const uint64_t*)wp1.data_ptr<int64_t>(), c1.data_ptr<int32_t>(), a1.data_ptr<float>(),
-                b1.data_ptr<float>(), h.data_ptr<float>(), rows, N1, wp1.size(1), wp1.size(0), MR, wp1.size(2),
-                (int)act};
-    gemm(isa, g1);
-    quantize_pack(isa, h.data_ptr<float>(), rows, N1, MR, (uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>());
-    GemmArgs g2{(const uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
-                (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(), a2.data_ptr<float>(),
-                b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1), wp2.size(0), MR,
-                wp2.size(2), ACT_NONE};
-    gemm(isa, g2);
-  }
+  // Each thread runs whole chunks of tokens through both linears: one parallel region, no barrier
+  // in between. Chunks of at most 8 blocks (128 tokens), and small enough that every thread gets one.
+  const int64_t MB = ceil_div(M, MR);
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(8, ceil_div(MB, at::get_num_threads())));
+  const int64_t CM = CB * MR, K4b = wp2.size(1);
+  const uint32_t* apd = (const uint32_t*)ap.data_ptr<int32_t>();
+  at::parallel_for(0, ceil_div(MB, CB), 1, [&](int64_t q0, int64_t q1) {
+    // Per-thread scratch, kept between calls (OpenMP threads persist): the intermediate of one chunk.
+    thread_local std::vector<float> h, hs;
+    thread_local std::vector<uint32_t> hp;
+    h.resize(CM * N1);
+    hs.resize(CM);
+    hp.resize(CB * K4b * MR);
+    for (int64_t c = q0; c < q1; ++c) {
+      const int64_t m0 = c * CM, rows = std::min(CM, M - m0);
+      GemmArgs g1{apd + c * CB * ap.size(1) * MR, s.data_ptr<float>() + m0, (const uint64_t*)wp1.data_ptr<int64_t>(),
+                  c1.data_ptr<int32_t>(), a1.data_ptr<float>(), b1.data_ptr<float>(), h.data(), rows, N1,
+                  wp1.size(1), wp1.size(0), MR, wp1.size(2), (int)act};
+      // column block outer: its weight tiles stay in L1 while the chunk's tokens (in L2) pass by
+      for (int64_t cb = 0; cb < ceil_div(g1.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
+        for (int64_t mb = 0; mb < ceil_div(rows, MR); ++mb) gemm_block(isa, g1, mb, cb);
+      quantize_pack(isa, h.data(), rows, N1, MR, hp.data(), hs.data());  // nested: runs in this thread
+      GemmArgs g2{hp.data(), hs.data(), (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(),
+                  a2.data_ptr<float>(), b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1),
+                  wp2.size(0), MR, wp2.size(2), ACT_NONE};
+      for (int64_t cb = 0; cb < ceil_div(g2.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
+        for (int64_t mb = 0; mb < ceil_div(rows, MR); ++mb) gemm_block(isa, g2, mb, cb);
+    }
+  });
   return y;
 }
 
@@ -570,6 +611,50 @@ torch::Tensor gelu(torch::Tensor x) {
 #endif
   for (; i < n; ++i) py[i] = gelu_scalar(px[i]);
   return y;
+}
+
+// Tile layout of int8 codes [N, K] (load time; see the top of this file): returns
+// (tiles int64 [N/16, K/4, planes], colsum128 int32 [N/16 * 16]). Padding codes are 0, which a
+// binary plane stores as bit 0 = -1: colsum counts that -1, so padded columns (activation q = 0,
+// stored as 128) cancel exactly. Same result as xtc.packed.kernels.prepare_weights' torch code.
+std::vector<torch::Tensor> prepare_tiles(torch::Tensor codes, bool ternary) {
+  TORCH_CHECK(codes.dim() == 2 && codes.scalar_type() == torch::kInt8, "xtc kernel: codes must be int8 [N, K]");
+  codes = codes.contiguous();
+  const int64_t N = codes.size(0), K = codes.size(1), NT = ceil_div(N, 16), K4 = ceil_div(K, 4);
+  const int64_t P = ternary ? 2 : 1;
+  auto wp = torch::zeros({NT, K4, P}, torch::kInt64);
+  auto colsum = torch::zeros({NT * 16}, torch::kInt32);
+  const int8_t* c = codes.data_ptr<int8_t>();
+  uint64_t* w = (uint64_t*)wp.data_ptr<int64_t>();
+  int32_t* cs = colsum.data_ptr<int32_t>();
+  at::parallel_for(0, NT, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int32_t sum[16] = {0};
+      for (int64_t k4 = 0; k4 < K4; ++k4) {
+        uint64_t p0 = 0, p1 = 0;  // the tile's planes, built in registers
+        for (int64_t i = 0; i < 16; ++i) {
+          const int64_t n = t * 16 + i;
+          for (int64_t kk = 0; kk < 4; ++kk) {
+            const int64_t k = k4 * 4 + kk;
+            const int v = (n < N && k < K) ? c[n * K + k] : 0;
+            const uint64_t bit = 1ull << (i * 4 + kk);
+            if (ternary) {
+              p0 |= v != 0 ? bit : 0;
+              p1 |= v < 0 ? bit : 0;
+              sum[i] += v;
+            } else {
+              p0 |= v > 0 ? bit : 0;
+              sum[i] += v > 0 ? 1 : -1;
+            }
+          }
+        }
+        w[(t * K4 + k4) * P] = p0;
+        if (ternary) w[(t * K4 + k4) * P + 1] = p1;
+      }
+      for (int64_t i = 0; i < 16; ++i) cs[t * 16 + i] = 128 * sum[i];
+    }
+  });
+  return {wp, colsum};
 }
 
 // Unpacked int8 codes and scales exactly as the kernel sees them (for tests).
@@ -610,9 +695,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "xtc packed 1/2-bit x int8 linear kernels (AVX-512 VNNI / AVX2 / scalar)";
   m.def("pack_activations", &pack_activations, "quantize x to int8 per token and pack for the kernel");
   m.def("linear_packed", &linear_packed, "y = act(s * alpha * (q @ w^T) + bias) from packed activations");
+  m.def("linear_multi", &linear_multi, "several linears of one packed input in one parallel region");
   m.def("ffn_packed", &ffn_packed, "fused down(act(up(x))) from packed activations, in chunks of tokens");
   m.def("gelu", &gelu, "the epilogue's GELU (for tests)");
   m.def("linear", &linear, "pack_activations + linear_packed");
+  m.def("prepare_tiles", &prepare_tiles, "tile layout and 128 * column sums of int8 codes");
   m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
   m.def("get_isa", &get_isa);
   m.def("host_isa", &host_isa);
