@@ -195,15 +195,14 @@ def run_variant(path: str, variant: str, args) -> dict:
 
 
 def table(results: dict) -> str:
-    """Markdown: wall-clock medians (min) per thread count and batch, the 1-thread CPU-time medians
-    (robust on a busy machine), and the ratios to FP32 of each."""
+    """Markdown: per thread count and batch, the wall-clock median (and the ratio to FP32), then the
+    1-thread CPU-time medians (robust on a busy machine) with their ratio to FP32."""
     lat = next(iter(results["models"].values()))["variants"]["fp32"]["latency"]
     keys = list(lat)
-    label = {k: "{} thr, b{}".format(*k[1:].split("_b")) for k in keys}
+    label = {k: "{} thr, batch {}".format(*k[1:].split("_b")) for k in keys}
     cpu_keys = [k for k in keys if lat[k].get("cpu_median_ms") is not None]
     head = ["model", "variant", "file", "resident (RSS)", "weights (tensors)"]
-    head += [f"{label[k]} wall ms: median (min)" for k in keys] + [f"{label[k]} CPU ms" for k in cpu_keys]
-    head += [f"vs FP32 {label[k]} wall" for k in keys] + [f"vs FP32 {label[k]} CPU" for k in cpu_keys]
+    head += [f"{label[k]}: wall ms" for k in keys] + [f"{label[k]}: CPU ms" for k in cpu_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results["models"].items():
         fp = r["variants"]["fp32"]
@@ -212,10 +211,9 @@ def table(results: dict) -> str:
             if x is None:
                 continue
             row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB", f"{x['tensor_mb']:.1f} MB"]
-            row += [f"{x['latency'][k]['median_ms']:.1f} ({x['latency'][k]['min_ms']:.1f})" for k in keys]
-            row += [f"{x['latency'][k]['cpu_median_ms']:.1f}" for k in cpu_keys]
-            row += [f"{x['latency'][k]['median_ms'] / fp['latency'][k]['median_ms']:.2f}x" for k in keys]
-            row += [f"{x['latency'][k]['cpu_median_ms'] / fp['latency'][k]['cpu_median_ms']:.2f}x" for k in cpu_keys]
+            for k, field in [(k, "median_ms") for k in keys] + [(k, "cpu_median_ms") for k in cpu_keys]:
+                ms = x["latency"][k][field]
+                row.append(f"{ms:.1f} ({ms / fp['latency'][k][field]:.2f}x)")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

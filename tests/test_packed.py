@@ -318,6 +318,10 @@ def test_export_and_predict(tmp_path):
     assert file == out / FILE_NAME and (out / "tokenizer_config.json").exists()
     rows = {r["part"]: r for r in size_report(out)}
     assert "vs FP32 teacher (4 layers): whole file" in rows  # teacher depth read from RUN/teacher/model
+    (run / "teacher" / "model").rename(tmp_path / "given_teacher")  # a teacher named by the recipe instead
+    (run / "config.yaml").write_text(f"teacher: {tmp_path / 'given_teacher'}\n")
+    rows = {r["part"]: r for r in size_report(export(run, tmp_path / "packed2"))}
+    assert "vs FP32 teacher (4 layers): whole file" in rows
 
     reference = xtc.load_quantized(run / "quantized" / "model").eval()
     packed = load_packed(out)

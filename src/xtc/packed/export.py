@@ -46,8 +46,20 @@ def find_checkpoint(run_or_checkpoint: str | Path) -> Path:
 
 
 def _teacher_layers(root: Path, checkpoint: Path) -> int | None:
-    """Depth of the teacher when the run folder holds it (RUN/teacher/model), for the size report."""
-    for folder in (root / "teacher" / "model", root / "teacher", checkpoint.parent.parent / "teacher" / "model"):
+    """Depth of the teacher, for the size report: the run's fine-tuned teacher (RUN/teacher/model) or
+    the local teacher folder its recipe names (RUN/config.yaml, ``teacher:``)."""
+    folders = [root / "teacher" / "model", root / "teacher", checkpoint.parent.parent / "teacher" / "model"]
+    recipe = root / "config.yaml"
+    if recipe.is_file():
+        try:
+            import yaml
+
+            teacher = (yaml.safe_load(recipe.read_text()) or {}).get("teacher")
+            if isinstance(teacher, str):
+                folders.append(Path(teacher))
+        except (OSError, ValueError, AttributeError, ImportError):
+            pass
+    for folder in folders:
         cfg = folder / "config.json"
         if cfg.is_file():
             try:

@@ -97,7 +97,7 @@ def prepare_weights(codes: torch.Tensor, row_scales: torch.Tensor, bias: torch.T
     Returns tensors ``wp`` (int64 [N/16, K/4, planes]), ``colsum128`` (int32), ``alpha``, ``bias_p``
     (float32), all padded to a multiple of 16 outputs.
     """
-    n, k = codes.shape
+    n = codes.shape[0]
     nt = -(-n // TILE_N)
     alpha = torch.zeros(nt * TILE_N, dtype=torch.float32)
     alpha[:n] = row_scales.to(torch.float32)
