@@ -4,7 +4,19 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED = Path(os.environ.get("XTC_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """The shared models and data: $XTC_SHARED, else ../shared next to the checkout, else the
+    development machine's /work/shared (so that a clone elsewhere still runs the full suite)."""
+    candidates = [os.environ.get("XTC_SHARED"), Path(__file__).resolve().parents[2] / "shared", "/work/shared"]
+    for c in candidates:
+        if c and (Path(c) / "models").is_dir():
+            return Path(c)
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+SHARED = _find_shared()
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 GLUE = SHARED / "glue"
 

@@ -24,7 +24,7 @@ from xtc.data import (
     write_split,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import SHARED  # noqa: E402
 GLUE = SHARED / "glue"
 TOKENIZER = SHARED / "models" / "all-MiniLM-L6-v2"
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="shared GLUE files not present")

@@ -29,7 +29,8 @@ def run(teacher, glue, out, batch):
                       warmup_epochs=0.5, logging_steps=1, eval_steps=3, seed=3)
     distill(str(teacher), "sst2", out, glue_dir=str(glue), layers=[1], quant=QuantConfig(weight_bits=1), config=cfg)
 """
-DRIVER = RUN + "\nimport sys\nrun(*sys.argv[1:5])\n"
+DRIVER = RUN + ("\nimport sys\nimport torch.distributed as dist\nrun(*sys.argv[1:5])\n"
+                "if dist.is_initialized():\n    dist.destroy_process_group()  # a clean gloo shutdown\n")
 
 
 def _run_here(*args):

@@ -334,7 +334,14 @@ def predict(
 
 
 def main():
-    app()
+    try:
+        app()
+    finally:
+        # under torchrun the Trainer leaves its process group open; closing it avoids gloo aborting at exit
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
