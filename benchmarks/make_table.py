@@ -34,10 +34,15 @@ def main_value(r: dict) -> float:
 
 
 def cell(runs: list[dict]) -> str:
-    values = [main_value(r) for r in runs]
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+    """All of the task's metrics (x100, in metric_names order), mean ± spread over seeds."""
+    parts = []
+    for name in runs[0]["metric_names"]:
+        values = [100 * r["metrics"][name] for r in runs]
+        parts.append(f"{values[0]:.1f}" if len(values) == 1 else
+                     f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+    epochs = {r["epochs"] for r in runs}
+    note = f" ({'/'.join(f'{e:g}' for e in sorted(epochs))} ep)"
+    return "/".join(parts) + note + (f" n={len(runs)}" if len(runs) > 1 else "")
 
 
 def table(cells: dict) -> str:
@@ -60,8 +65,10 @@ def table(cells: dict) -> str:
         out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
         lines.append("| " + " | ".join(out) + " |")
     commands = sorted({r["command"] for runs in cells.values() for r in runs})
-    metric_note = ", ".join(f"{t}: {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}" for t in tasks)
-    return "\n".join(lines) + f"\n\nMetric per task (x100): {metric_note}.\n\nReproduce a cell:\n```\n" + \
+    metric_note = ", ".join(f"{t}: {'/'.join(cells[next(k for k in cells if k[0] == t)][0]['metric_names'])}"
+                            for t in tasks)
+    return "\n".join(lines) + f"\n\nMetrics per task (x100, dev): {metric_note}; (N ep) = training epochs of the " \
+        "row; avg = mean of each task's main metric (first listed).\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 
 

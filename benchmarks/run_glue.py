@@ -106,7 +106,8 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         "steps": summary["steps"], "train_wall_s": summary["train_wall_s"],
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": commit(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-        "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}",
+        "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"
+                   + (f" --epochs {args.epochs:g}" if args.epochs else ""),
     }
 
 
