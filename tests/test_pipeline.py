@@ -77,7 +77,11 @@ def test_recipes_in_repo_parse_and_unknown_keys_are_named():
     recipes = sorted(Path(__file__).resolve().parents[1].glob("recipes/*.yaml"))
     assert len(recipes) >= 11
     for path in recipes:
-        load_recipe(path)
+        recipe = load_recipe(path)
+        for stage in (recipe.finetune, recipe.reduce, recipe.qat):
+            assert isinstance(stage.learning_rate, float) and isinstance(stage.epochs, float)
+    with pytest.raises(RecipeError, match="learning_rate must be a number"):
+        recipe_from_dict({"qat": {"learning_rate": "fast"}})
     with pytest.raises(RecipeError, match="learning_rat.*known keys: epochs"):
         recipe_from_dict({"qat": {"learning_rat": 1e-4}})
     with pytest.raises(RecipeError, match="known keys: model"):

@@ -7,6 +7,7 @@ default.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +20,21 @@ from .train import TrainConfig
 
 class RecipeError(ValueError):
     pass
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``5e-5`` (no dot) as a string; people write learning rates that way."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 @dataclass
@@ -65,6 +81,13 @@ def _build(cls, data: Any, where: str):
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise RecipeError(f"unknown key(s) {', '.join(unknown)} in {where}; known keys: {', '.join(known)}")
+    for f in dataclasses.fields(cls):  # numbers must be numbers: a quoted "5e-5" would fail deep in torch
+        value = data.get(f.name)
+        wants = str(f.type)
+        if isinstance(value, str) and wants.replace("Optional[", "").startswith(("float", "int")):
+            raise RecipeError(f"{where}: {f.name} must be a number, got the text {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and wants.replace("Optional[", "").startswith("float"):
+            data[f.name] = float(value)
     try:
         return cls(**data)
     except (TypeError, ValueError) as e:
@@ -88,7 +111,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe file {path} not found; pass a YAML file such as recipes/minilm-mrpc-w1a8.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_RecipeLoader) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     # paths inside a recipe are taken relative to the working directory, as on the command line
