@@ -185,24 +185,16 @@ def _table(out: Path, rows, tasks) -> None:
 
     lines = ["| scheme | bits | " + " | ".join(f"{t} ({get_task(t).main_metric})" for t in tasks) + " |",
              "|---|---|" + "---|" * len(tasks)]
-    teacher = []
-    for t in tasks:
-        p = out / f"teacher-{t}.json"
-        if p.exists():
-            d = json.loads(p.read_text())
-            teacher.append(f"{d['dev'].get(get_task(t).main_metric, float('nan')):.4f}")
-        else:
-            teacher.append("-")
+    def cell(path: Path, task: str) -> str:
+        """The task's main dev metric from one result file, or '-' while that run is missing."""
+        if not path.exists():
+            return "-"
+        return f"{json.loads(path.read_text())['dev'].get(get_task(task).main_metric, float('nan')):.4f}"
+
+    teacher = [cell(out / f"teacher-{t}.json", t) for t in tasks]
     lines.append("| teacher (FP32) | 32 | " + " | ".join(teacher) + " |")
     for scheme, bits in rows:
-        cells = []
-        for t in tasks:
-            p = out / f"{t}-{scheme}-w{bits}.json"
-            if p.exists():
-                d = json.loads(p.read_text())
-                cells.append(f"{d['dev'].get(d['main_metric'], float('nan')):.4f}")
-            else:
-                cells.append("-")
+        cells = [cell(out / f"{t}-{scheme}-w{bits}.json", t) for t in tasks]
         lines.append(f"| {scheme} | {bits} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if out.exists():

@@ -16,6 +16,7 @@ Run folder::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -177,8 +178,6 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
 
 
 def _stage_done(stage_dir: Path) -> Optional[dict]:
-    import json
-
     marker = stage_dir / "stage.json"
     return json.loads(marker.read_text()) if marker.exists() else None
 
