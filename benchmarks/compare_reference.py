@@ -109,8 +109,10 @@ def main():
     ref_json = Path(args.ref_json or f"/tmp/ds_ref_out/ours-teacher/{TASK_DIRS[args.task]}-6lw1a8-{args.seed}.json")
     path = HERE / "results" / "reference" / f"{args.task}-{args.seed}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
-    result.update({"task": args.task, "seed": args.seed, "teacher": str(teacher),
-                   "accuracy": accuracy(args.task, args.seed, ref_json)})
+    acc = accuracy(args.task, args.seed, ref_json)
+    for side, earlier in result.get("accuracy", {}).items():  # a side whose files are gone keeps its last reading
+        acc.setdefault(side, earlier)
+    result.update({"task": args.task, "seed": args.seed, "teacher": str(teacher), "accuracy": acc})
     if args.timing:
         result["timing"] = timing(args.task, args.seed, teacher, args.steps, Path(args.work))
         result["timing"]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")

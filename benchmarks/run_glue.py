@@ -14,13 +14,16 @@ pre-distilled model):
   3l_fp32_predistilled  paraphrase-MiniLM-L3 with the same one-stage KD from the same teacher
   3l_w1a8               the copied 3-layer student, binarized with KD from the teacher
   6l_w1a8_short         6l_w1a8 with 1/3 of the budget
-  6l_w1a8_aug           6l_w1a8 on the augmented training set (needs --augmented-dir)
+  6l_w1a8_aug           6l_w1a8 on the augmented training set, same number of steps (needs --augmented-dir)
+  6l_w2a8_paper_lr / 6l_w1a8_paper_lr   6l_w2a8 / 6l_w1a8 with the paper's single learning rate
+                        (latent_lr_scale 1.0) instead of xtc's faster-learning latent weights
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -35,7 +38,7 @@ RESULTS = HERE / "results" / "glue"
 RUNS = ROOT / "runs" / "bench"
 
 ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
-        "6l_w1a8_aug"]
+        "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr"]
 EPOCHS = {"sst2": 1.0}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -57,6 +60,17 @@ def packed_size(model_dir: Path) -> int | None:
     return sum(f.stat().st_size for f in out.glob("*.safetensors"))
 
 
+def final_dev(log: Path, spec) -> dict | None:
+    """The dev metrics of the last evaluation inside the budget (no model selection), from the stage log."""
+    if not log.exists():
+        return None
+    evals = [json.loads(x) for x in log.read_text().splitlines() if '"eval_runtime"' in x]
+    inside = evals[:-1]  # the last record is the evaluation of the reloaded best checkpoint
+    if not inside:
+        return None
+    return {m: inside[-1][f"eval_{m}"] for m in spec.metrics if f"eval_{m}" in inside[-1]}
+
+
 def run_unit(task: str, row: str, seed: int, args) -> dict:
     import xtc
     from xtc.pipeline import distill, finetune
@@ -65,27 +79,46 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
 
     epochs = args.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)
     student_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=1.0, seed=seed)
+    if args.latent_lr_scale is not None:
+        student_cfg = replace(student_cfg, latent_lr_scale=args.latent_lr_scale)
     teacher_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=0.1, seed=seed)
     glue = str(args.glue_dir)
     out = RUNS / f"{task}-{row}-{seed}"
     teacher_dir = RUNS / f"{task}-teacher-{seed}" / "model"
     if row != "teacher" and not teacher_dir.exists():
-        raise SystemExit(f"run the teacher row first: {task} teacher {seed}")
+        # The teacher's result file can outlive its model (runs/ is not committed): train it again
+        # with the same seed and budget rather than refuse.
+        print(f"[teacher] {task} seed {seed}: no model at {teacher_dir}, fine-tuning it", flush=True)
+        finetune(str(args.model), task, teacher_dir.parent, glue, teacher_cfg, resume=True)
     w1, w2 = QuantConfig(weight_bits=1), QuantConfig(weight_bits=2)
     bits, layers, cfg, kwargs = 32, 6, student_cfg, {}
     if row == "teacher":
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if row == "6l_w2a8":
+        if row in ("6l_w2a8", "6l_w2a8_paper_lr"):
             bits, kwargs = 2, dict(quant=w2)
+            if row == "6l_w2a8_paper_lr":
+                cfg = replace(cfg, latent_lr_scale=1.0)
+        elif row == "6l_w1a8_paper_lr":
+            bits, kwargs, cfg = 1, dict(quant=w1), replace(cfg, latent_lr_scale=1.0)
         elif row in ("6l_w1a8", "6l_w1a8_short", "6l_w1a8_aug"):
             bits, kwargs = 1, dict(quant=w1)
             if row == "6l_w1a8_short":
                 cfg = replace(cfg, epochs=epochs / 3, warmup_epochs=1.0 / 3)
             if row == "6l_w1a8_aug":
+                # same budget as 6l_w1a8: as many steps (and warm-up steps, and evaluations) as its epochs
+                # of the original training set take, drawn from the augmented one
                 spec = xtc.data.get_task(task)
-                kwargs["train_file"] = str(Path(args.augmented_dir) / spec.dir_name / "train.tsv")
+                train_file = Path(args.augmented_dir) / spec.dir_name / "train.tsv"
+                if not train_file.exists():
+                    raise SystemExit(f"no augmented data at {train_file}: run `xtc augment --task {task} "
+                                     f"--glue-dir {glue} --output {args.augmented_dir}` first")
+                kwargs["train_file"] = str(train_file)
+                per_epoch = math.ceil(len(xtc.data.load_split(spec, "train", glue)) / cfg.batch_size)
+                per_aug_epoch = math.ceil(len(xtc.data.read_tsv(spec, train_file)) / cfg.batch_size)
+                cfg = replace(cfg, max_steps=round(per_epoch * epochs), eval_steps=per_epoch,
+                              warmup_epochs=cfg.warmup_epochs * per_epoch / per_aug_epoch)
         elif row == "3l_fp32_copy":
             layers, kwargs = 3, dict(layers=[1, 3, 5])
         elif row == "3l_fp32_predistilled":
@@ -104,23 +137,28 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         "main_metric": spec.main_metric, "metrics": summary["dev"], "weight_bits": bits,
         "activation_bits": 8 if bits < 32 else None, "layers": layers, "epochs": summary["epochs"],
         "steps": summary["steps"], "train_wall_s": summary["train_wall_s"],
+        "dev_final": final_dev(out / "log.jsonl", spec),
+        "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": commit(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"
-                   + (f" --epochs {args.epochs:g}" if args.epochs else ""),
+                   + (f" --epochs {args.epochs:g}" if args.epochs else "")
+                   + (f" --latent-lr-scale {args.latent_lr_scale:g}" if args.latent_lr_scale is not None else ""),
     }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=["mrpc", "stsb", "rte", "cola", "sst2"])
-    ap.add_argument("--rows", nargs="+", default=ROWS[:-1])
+    ap.add_argument("--rows", nargs="+", default=ROWS[:7])
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
     ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
     ap.add_argument("--glue-dir", default=str(SHARED / "glue"))
     ap.add_argument("--augmented-dir", default=str(ROOT / "runs" / "augmented"))
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--epochs", type=float, default=None, help="override the per-task budget")
+    ap.add_argument("--latent-lr-scale", type=float, default=None,
+                    help="learning-rate multiple of the quantized students' latent weights (default: xtc's)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     from xtc.io import write_json_atomic

@@ -158,6 +158,14 @@ def test_bad_input_unsupported_bits(tiny, tmp_path):
     assert not out.exists()
 
 
+def test_bad_input_groups(tiny, tmp_path):
+    out = tmp_path / "run"
+    _fails(_compress(tiny, out, "--groups", "rows"), "--groups", "'rows'", "'row'")
+    _fails(_compress(tiny, out, "--groups", "0"), "groups must be an integer >= 1 or 'row'", "got 0")
+    _fails(_compress(tiny, out, "--groups", "7"), "groups=7 does not divide", "'row'")
+    assert not out.exists()
+
+
 def test_bad_input_recipe_unknown_key(tiny, tmp_path):
     out = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"

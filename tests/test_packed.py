@@ -82,7 +82,7 @@ def test_packing_densities_and_invalid_bytes():
 # round trip: the packed model computes what the fake-quant training model computes
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bits,packing,groups", [(1, "base3", 1), (2, "base3", 1), (2, "2bit", 1), (1, "base3", 64),
-                                                 (2, "base3", 64)])
+                                                 (2, "base3", 64), (1, "base3", "row"), (2, "2bit", "row")])
 def test_round_trip_matches_fake_quant_model(tmp_path, bits, packing, groups):
     model = tiny_classifier()
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits, groups=groups))

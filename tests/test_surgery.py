@@ -55,6 +55,25 @@ def test_quantized_checkpoint_round_trips(tmp_path):
     assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
 
 
+def test_row_groups_give_each_linear_one_scale_per_output_row(tmp_path):
+    model = tiny_bert(layers=2)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, groups="row"))
+    linears = [m for m in quantized_modules(model).values() if isinstance(m, QuantLinear)]
+    assert {m.groups for m in linears} == {m.out_features for m in linears} and len({m.groups for m in linears}) == 2
+    up = model.bert.encoder.layer[0].intermediate.dense
+    scales = up.weight.detach().abs().mean(dim=1)  # one alpha per row: row i is +-scales[i]
+    assert torch.allclose(up.quantized_weight().abs(), scales[:, None].expand_as(up.weight))
+    model.save_pretrained(tmp_path)  # the setting travels with the checkpoint
+    loaded = xtc.load_quantized(tmp_path)
+    assert loaded.bert.encoder.layer[0].intermediate.dense.groups == up.out_features
+
+
+@pytest.mark.parametrize("groups", [0, "rows", 1.5, True])
+def test_bad_groups_are_refused_with_the_allowed_values(groups):
+    with pytest.raises(ValueError, match="'row'"):
+        xtc.XTCConfig(weight_bits=1, groups=groups)
+
+
 def test_reduce_layers_copies_exactly_the_chosen_layers_and_leaves_teacher_alone():
     teacher = tiny_bert(layers=6)
     snapshot = {k: v.clone() for k, v in teacher.state_dict().items()}

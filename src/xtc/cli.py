@@ -40,6 +40,16 @@ def _parse_layers(layers: Optional[str]) -> Optional[list[int]]:
         raise ValueError(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}") from None
 
 
+def _parse_groups(groups: str) -> int | str:
+    text = groups.strip().lower()
+    if text == "row":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--groups must be a whole number (1 = one scale per matrix) or 'row', got {groups!r}") from None
+
+
 def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None):
     from dataclasses import replace
 
@@ -59,6 +69,8 @@ Seed = typer.Option(None, help="random seed")
 GlueDir = typer.Option(None, help="folder with the GLUE TSV layout (MRPC/, CoLA/, ...); default: the hub")
 WeightScheme = typer.Option(None, help="weight quantizer: binary (1 bit), ternary (2), absmean (BitNet b1.58, 2), "
                                        "lsq (learned step size, 1 or 2+), symmetric (3+)")
+Groups = typer.Option(None, help="weight scales per linear: 1 = one per matrix (the paper's), N = N equal groups, "
+                                  "row = one per output row")
 # your own data instead of a GLUE task (xtc.custom_data, xtc.token_classification)
 TrainFile = typer.Option(None, help="your own training data instead of --task: .csv / .tsv / .jsonl with named "
                                     "columns; for token classification a CoNLL-style file or .jsonl")
@@ -122,6 +134,7 @@ def compress(
     teacher: Optional[str] = typer.Option(None, help="an already fine-tuned teacher (skips fine-tuning)"),
     weight_bits: Optional[int] = typer.Option(None, help="1 = binary, 2 = ternary"),
     weight_scheme: Optional[str] = WeightScheme,
+    groups: Optional[str] = Groups,
     activation_bits: Optional[int] = typer.Option(None, help="activation bits (0 = keep FP32)"),
     fp32: bool = typer.Option(False, "--fp32", help="no quantization: layer reduction + KD only"),
     layers: Optional[str] = typer.Option(None, help="teacher layers the student copies, e.g. 1,3,5"),
@@ -157,11 +170,12 @@ def compress(
         if v is not None})
     if fp32:
         r = replace(r, quant=None)
-    elif weight_bits is not None or activation_bits is not None or weight_scheme is not None:
+    elif weight_bits is not None or activation_bits is not None or weight_scheme is not None or groups is not None:
         q = r.quant or QuantConfig()
         weight_bits = _scheme_bits(weight_scheme, weight_bits)
         r = replace(r, quant=replace(q, weight_bits=weight_bits if weight_bits is not None else q.weight_bits,
                                      weight_scheme=weight_scheme if weight_scheme is not None else q.weight_scheme,
+                                     groups=_parse_groups(groups) if groups is not None else q.groups,
                                      activation_bits=(q.activation_bits if activation_bits is None
                                                       else (activation_bits or None))))
     over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
@@ -222,6 +236,7 @@ def distill(
     layers: Optional[str] = typer.Option(None, help="copy these teacher layers into the student, e.g. 1,3,5"),
     weight_bits: Optional[int] = typer.Option(None, help="quantize the student: 1 = binary, 2 = ternary"),
     weight_scheme: Optional[str] = WeightScheme,
+    groups: Optional[str] = Groups,
     activation_bits: int = typer.Option(8, help="activation bits when quantizing (0 = FP32)"),
     augment: Optional[Path] = typer.Option(None, help="augmented train.tsv"),
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
@@ -241,7 +256,8 @@ def distill(
     task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
                            text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
     weight_bits = _scheme_bits(weight_scheme, weight_bits)
-    quant = (QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None, weight_scheme=weight_scheme)
+    quant = (QuantConfig(weight_bits=weight_bits, activation_bits=activation_bits or None, weight_scheme=weight_scheme,
+                         **({"groups": _parse_groups(groups)} if groups is not None else {}))
              if weight_bits else None)
     cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
                            warmup_epochs)

@@ -10,7 +10,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -43,7 +43,7 @@ class QuantConfig:
 
     weight_bits: int = 1
     activation_bits: Optional[int] = 8
-    groups: int = 1
+    groups: Union[int, str] = 1  # scales per linear weight: 1 per matrix (paper), or "row"
     quantize_embeddings: bool = True
     weight_scheme: Optional[str] = None
 

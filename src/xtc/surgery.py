@@ -29,7 +29,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from torch import nn
 
@@ -39,6 +39,7 @@ from .quantizers import default_scheme, get_weight_quantizer
 # Families tested end to end; others with the same structure are accepted too.
 TESTED_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "deberta-v2")
 XTC_CONFIG_NAME = "xtc_config.json"
+ROW_GROUPS = "row"  # XTCConfig.groups: one scale per output row of every linear
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class XTCConfig:
     weight_bits: 1 (binary), 2 (ternary) or k >= 3 (symmetric); ``weight_scheme`` overrides the
         scheme picked from the bits (any name in the quantizer registry).
     activation_bits: bits of the inputs of quantized linears (per-token, dynamic), None = FP32.
-    groups: scales per linear weight matrix (1 = one per matrix, the paper's default).
+    groups: scales per linear weight matrix: 1 = one per matrix (the paper's default), an integer
+        that divides the matrix, or ``"row"`` = one per output row (whatever each matrix's width).
     quantize_embeddings: quantize the word embedding, one scale per row.
     modules: names of linears (last name component, e.g. "query") to quantize; empty = every
         linear inside the transformer blocks.
@@ -56,7 +58,7 @@ class XTCConfig:
 
     weight_bits: int = 1
     activation_bits: Optional[int] = 8
-    groups: int = 1
+    groups: Union[int, str] = 1
     quantize_embeddings: bool = True
     weight_scheme: Optional[str] = None
     modules: tuple[str, ...] = field(default_factory=tuple)
@@ -68,8 +70,14 @@ class XTCConfig:
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.activation_bits is not None and not 2 <= self.activation_bits <= 16:
             raise ValueError(f"activation_bits must be 2..16 or None, got {self.activation_bits}")
-        if self.groups < 1:
-            raise ValueError(f"groups must be >= 1, got {self.groups}")
+        if self.groups != ROW_GROUPS and (isinstance(self.groups, bool) or not isinstance(self.groups, int)
+                                          or self.groups < 1):
+            raise ValueError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
+                             f"got {self.groups!r}")
+
+    def groups_for(self, linear: nn.Linear) -> int:
+        """The number of scale groups of ``linear``'s weight under this config."""
+        return linear.out_features if self.groups == ROW_GROUPS else self.groups
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -148,7 +156,7 @@ def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear and (not config.modules or name in config.modules):
                     setattr(parent, name, QuantLinear(child, config.weight_bits, config.weight_scheme,
-                                                      config.groups, config.activation_bits))
+                                                      config.groups_for(child), config.activation_bits))
     if config.quantize_embeddings:
         emb = model.get_input_embeddings()
         if type(emb) is nn.Embedding:

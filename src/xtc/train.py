@@ -25,6 +25,7 @@ from .checkpoints import resume_point, truncate_log
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
 from .distill import DistillConfig, Distiller
 from .io import write_json_atomic
+from .modules import QuantEmbedding, QuantLinear
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,6 +50,12 @@ class TrainConfig:
     max_length: int = 128
     pad_to_max_length: bool = False  # True pads every batch to max_length, as the reference does
     group_by_length: bool = False
+    # The learning rate of the latent weights of quantized linears and embeddings, as a multiple of
+    # learning_rate (1.0 = the paper's single rate; stages without quantized modules are unaffected).
+    # A binary or ternary weight changes only when its latent value crosses a threshold (0 or the
+    # ternary delta); at fine-tuning rates few do within a short budget and the student stalls
+    # (benchmarks/README.md, "latent learning rate").
+    latent_lr_scale: float = 10.0
     seed: int = 42
 
 
@@ -88,14 +95,37 @@ class XTCTrainer(Trainer):
     Evaluation never runs the teacher: in eval mode the student's own outputs are returned.
     """
 
-    def __init__(self, *args, teacher=None, layer_map: Sequence[int] = (), distill_config=None, **kwargs):
+    def __init__(self, *args, teacher=None, layer_map: Sequence[int] = (), distill_config=None,
+                 latent_lr_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.latent_lr_scale = latent_lr_scale
         self.distiller = None
         if teacher is not None:
             teacher.to(self.args.device)
             self.distiller = Distiller(teacher, self.model, layer_map, distill_config or DistillConfig())
         self._parts = defaultdict(float)
         self._parts_count = 0
+
+    def create_optimizer(self, model=None):
+        """Trainer's AdamW, with the latent weights of quantized modules in groups of their own at
+        ``latent_lr_scale`` x the learning rate (the scheduler, built next, scales every group alike)."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if not fresh or self.latent_lr_scale == 1.0:
+            return optimizer
+        latent = {id(m.weight) for m in (model or self.model).modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
+        groups = []
+        for group in optimizer.param_groups:
+            inside = [p for p in group["params"] if id(p) in latent]
+            rest = [p for p in group["params"] if id(p) not in latent]
+            if rest:
+                groups.append({**group, "params": rest})
+            if inside:
+                groups.append({**group, "params": inside, "lr": group["lr"] * self.latent_lr_scale})
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.distiller is None or not model.training:
@@ -135,6 +165,14 @@ class XTCTrainer(Trainer):
             self._parts.clear()
             self._parts_count = 0
         super().log(logs, *args, **kwargs)
+
+
+SELECTION_KEY = "selection"  # the logged dev value that picks the best checkpoint
+
+
+def _with_selection(task: TaskSpec, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` plus the mean of the task's selection metrics (logged as ``eval_selection``)."""
+    return {**metrics, SELECTION_KEY: sum(metrics[m] for m in task.selection_metrics) / len(task.selection_metrics)}
 
 
 def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
@@ -177,7 +215,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         save_steps=eval_steps,
         save_total_limit=1,  # with load_best_model_at_end this keeps the best and the latest
         load_best_model_at_end=True,
-        metric_for_best_model=prefix + task.main_metric,
+        metric_for_best_model=prefix + SELECTION_KEY,
         greater_is_better=True,
         logging_steps=config.logging_steps,
         seed=config.seed,
@@ -196,11 +234,12 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         eval_dataset=_dev_sets(task, dev_sets),
         data_collator=make_collator(tokenizer, max_length=config.max_length if config.pad_to_max_length else None),
         processing_class=tokenizer,
-        compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
+        compute_metrics=lambda p: _with_selection(task, compute_metrics(task, p.predictions, p.label_ids)),
         callbacks=[JsonLinesLog(log_path), timer],
         teacher=teacher,
         layer_map=layer_map,
         distill_config=distill_config,
+        latent_lr_scale=config.latent_lr_scale,
     )
     resume_from = None
     if resume:
@@ -219,7 +258,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     trainer.save_model(str(model_dir))
     summary = {
         "dev": {k[len("eval_"):]: v for k, v in final.items()
-                if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "loss", "epoch"))},
+                if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "loss", "epoch", SELECTION_KEY))},
         "best_step": _best_step(trainer),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.global_step / steps_per_epoch, 3),

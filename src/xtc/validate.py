@@ -94,6 +94,27 @@ def check_quant(quant) -> None:
         raise ValueError(f"quantization settings: {msg}") from None
 
 
+def check_groups(quant, config) -> None:
+    """An integer ``groups`` must divide every weight it will split; found on a weightless copy of the
+    architecture, so that a bad value fails now rather than after the teacher's fine-tuning."""
+    if quant is None or not isinstance(quant.groups, int) or quant.groups == 1:
+        return
+    import torch
+    from torch import nn
+    from transformers import AutoModel
+
+    from .surgery import find_layers
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    shapes = {tuple(m.weight.shape) for m in find_layers(model).modules() if type(m) is nn.Linear}
+    bad = sorted(s for s in shapes if (s[0] * s[1]) % quant.groups)
+    if bad:
+        raise ValueError(f"quantization settings: groups={quant.groups} does not divide the linear weights of shape "
+                         f"{', '.join(map(str, bad))}; pass a divisor of their first dimension, 1 (one scale per "
+                         f"matrix) or 'row' (one per output row)")
+
+
 def check_data(task, glue_dir: Optional[str], train_file: Optional[str] = None, with_train: bool = True) -> None:
     """Read every split the run will read (DataError names the file and line of a problem)."""
     from .data import load_split, read_tsv
@@ -110,6 +131,7 @@ def check_compress_inputs(recipe, task, data=None) -> None:
     source = recipe.teacher or recipe.model
     config = check_model(source, "teacher" if recipe.teacher else "model")
     check_layers(recipe.layers, int(getattr(config, "num_hidden_layers")))
+    check_groups(recipe.quant, config)
     check_tokenizer(source)
     if data is None:  # pre-loaded data (your own files) was read and checked by its loader
         check_data(task, recipe.glue_dir, recipe.train_file)

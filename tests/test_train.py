@@ -1,0 +1,44 @@
+"""The optimizer of the quantization-aware stage: latent weights may learn faster than the rest."""
+
+import pytest
+import torch
+from conftest import tiny_bert
+from transformers import TrainingArguments
+
+import xtc
+from xtc.modules import QuantEmbedding, QuantLinear
+from xtc.train import XTCTrainer
+
+
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_latent_weights_get_their_own_learning_rate_through_warmup_and_decay(tmp_path, scale):
+    teacher, student = tiny_bert(layers=2), tiny_bert(layers=2)
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], learning_rate=1e-4, weight_decay=0.01,
+                             warmup_steps=2, max_steps=10, lr_scheduler_type="linear")
+    trainer = XTCTrainer(model=student, args=args, teacher=teacher, layer_map=[0, 1], latent_lr_scale=scale)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    trainer.create_optimizer()  # a second call (as Trainer may make) must not scale again
+    latent = {id(m.weight) for m in student.modules() if isinstance(m, (QuantLinear, QuantEmbedding))}
+    groups = trainer.optimizer.param_groups
+    # every trainable parameter is in exactly one group; weight decay is kept as Trainer set it
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in student.parameters()) and len(seen) == len(set(seen))
+    for g in groups:
+        kinds = {id(p) in latent for p in g["params"]}
+        assert len(kinds) == 1 or scale == 1.0  # a group holds latent weights only, or none (1.0: Trainer's groups)
+        assert g["lr"] == pytest.approx(0.0)  # warm-up starts at 0 ...
+        assert g["initial_lr"] == pytest.approx(1e-4 * (scale if kinds == {True} else 1.0))
+    assert any(g["weight_decay"] == 0.0 for g in groups) and any(g["weight_decay"] > 0 for g in groups)
+    for _ in range(5):  # ... and the schedule keeps the ratio all the way
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    rates = {id(p) in latent: g["lr"] for g in groups for p in g["params"]}
+    assert rates[False] > 0 and rates[True] == pytest.approx(rates[False] * scale)
+
+
+def test_latent_lr_scale_reaches_the_trainer_from_the_stage_config():
+    from xtc.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"qat": {"latent_lr_scale": 20}})
+    assert recipe.qat.latent_lr_scale == 20.0 and isinstance(recipe.qat.latent_lr_scale, float)
