@@ -87,7 +87,12 @@ def main(argv=None):
     ap.add_argument("--rows", default=DEFAULT_ROWS, help=f"scheme:bits list (default {DEFAULT_ROWS})")
     ap.add_argument("--epochs", type=float, default=3.0, help="QAT budget of every row, in epochs")
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
+    ap.add_argument("--teacher", default=None,
+                    help="an already fine-tuned teacher folder, {task} filled in (e.g. the GLUE table's "
+                         "runs/bench/{task}-teacher-42/model); default: fine-tune one here")
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--warmup-epochs", type=float, default=None,
+                    help="QAT warm-up (default: a third of the budget, 1 epoch of 3 as the reference's students)")
     ap.add_argument("--teacher-lr", type=float, default=5e-5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=128)
@@ -128,7 +133,8 @@ def main(argv=None):
     common = dict(batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                   max_steps=args.max_steps or -1, eval_steps=args.max_steps or None)
     teacher_cfg = TrainConfig(epochs=args.teacher_epochs, learning_rate=args.teacher_lr, warmup_epochs=0.1, **common)
-    qat_cfg = TrainConfig(epochs=args.epochs, learning_rate=args.lr, warmup_epochs=1.0, **common)
+    warmup = args.warmup_epochs if args.warmup_epochs is not None else args.epochs / 3
+    qat_cfg = TrainConfig(epochs=args.epochs, learning_rate=args.lr, warmup_epochs=warmup, **common)
 
     for task_name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         pending = [(s, b) for s, b in rows if not (out / f"{task_name}-{s}-w{b}.json").exists()]
@@ -137,8 +143,10 @@ def main(argv=None):
             continue
         data = load_task_data(task_name, args.glue_dir, args.limit, args.seed)
         task = data[0]
-        teacher_dir = work / task.name / "teacher"
+        teacher_dir = Path(args.teacher.format(task=task.name)).parent if args.teacher else work / task.name / "teacher"
         teacher_json = out / f"teacher-{task.name}.json"
+        if args.teacher and not (teacher_dir / "stage.json").exists():
+            raise SystemExit(f"--teacher {args.teacher}: no finished stage at {teacher_dir} (stage.json + model/)")
         if not (teacher_dir / "stage.json").exists():
             print(f"{task.name}: fine-tuning the teacher ({args.model})", flush=True)
             stage = finetune(args.model, None, teacher_dir, config=teacher_cfg, data=data)
