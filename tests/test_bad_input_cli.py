@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 from xtc_tiny import make_tiny_glue, make_tiny_model
 
+import xtc
 from xtc.cli import app
 
 
@@ -192,3 +193,17 @@ def test_bad_input_leaves_an_existing_run_untouched(tiny, tmp_path):
     (out / "results.json").write_text(json.dumps({"done": True}))
     _fails(_compress(tiny, out, "--layers", "7", "--overwrite"), "out of range")
     assert json.loads((out / "results.json").read_text()) == {"done": True}  # --overwrite did not wipe it
+
+
+def test_groups_and_latent_lr_scale_options_reach_the_run(tiny, tmp_path):
+    """The good values of the two options land in the run's recipe and in the trained model."""
+    from xtc.recipe import load_recipe
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [str(a) for a in _compress(tiny, out, "--groups", "row", "--latent-lr-scale", "3")])
+    assert result.exit_code == 0, result.output
+    recipe = load_recipe(out / "config.yaml")
+    assert recipe.quant.groups == "row" and recipe.qat.latent_lr_scale == 3.0
+    model = xtc.load_quantized(out / "quantized" / "model")
+    up = model.bert.encoder.layer[0].intermediate.dense
+    assert up.groups == up.out_features

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -51,8 +52,6 @@ def _parse_groups(groups: str) -> int | str:
 
 
 def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None):
-    from dataclasses import replace
-
     changes = dict(epochs=epochs, learning_rate=lr, batch_size=batch_size, max_steps=max_steps,
                    eval_steps=eval_steps, max_length=max_length, seed=seed, warmup_epochs=warmup_epochs)
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
@@ -69,6 +68,8 @@ Seed = typer.Option(None, help="random seed")
 GlueDir = typer.Option(None, help="folder with the GLUE TSV layout (MRPC/, CoLA/, ...); default: the hub")
 WeightScheme = typer.Option(None, help="weight quantizer: binary (1 bit), ternary (2), absmean (BitNet b1.58, 2), "
                                        "lsq (learned step size, 1 or 2+), symmetric (3+)")
+LatentLR = typer.Option(None, help="learning rate of the quantized latent weights as a multiple of --lr "
+                                    "(default 10; 1 = the paper's single rate)")
 Groups = typer.Option(None, help="weight scales per linear: 1 = one per matrix (the paper's), N = N equal groups, "
                                   "row = one per output row")
 # your own data instead of a GLUE task (xtc.custom_data, xtc.token_classification)
@@ -135,6 +136,7 @@ def compress(
     weight_bits: Optional[int] = typer.Option(None, help="1 = binary, 2 = ternary"),
     weight_scheme: Optional[str] = WeightScheme,
     groups: Optional[str] = Groups,
+    latent_lr_scale: Optional[float] = LatentLR,
     activation_bits: Optional[int] = typer.Option(None, help="activation bits (0 = keep FP32)"),
     fp32: bool = typer.Option(False, "--fp32", help="no quantization: layer reduction + KD only"),
     layers: Optional[str] = typer.Option(None, help="teacher layers the student copies, e.g. 1,3,5"),
@@ -153,8 +155,6 @@ def compress(
     dev_fraction: float = DevFraction,
 ):
     """Fine-tune the teacher, optionally reduce layers, then quantize with distillation."""
-    from dataclasses import replace
-
     from .pipeline import compress as run_compress
     from .recipe import QuantConfig, Recipe, load_recipe
 
@@ -181,7 +181,8 @@ def compress(
     over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
                              eval_steps=eval_steps, max_length=max_length, seed=None,
                              warmup_epochs=warmup_epochs)
-    r = replace(r, reduce=over(r.reduce), qat=over(r.qat),
+    qat = over(r.qat) if latent_lr_scale is None else replace(over(r.qat), latent_lr_scale=latent_lr_scale)
+    r = replace(r, reduce=over(r.reduce), qat=qat,
                 finetune=over(r.finetune, epochs=teacher_epochs if teacher_epochs is not None else epochs))
     results = run_compress(r, output, resume=resume, overwrite=overwrite, data=data)
     _print_summary(results)
@@ -237,6 +238,7 @@ def distill(
     weight_bits: Optional[int] = typer.Option(None, help="quantize the student: 1 = binary, 2 = ternary"),
     weight_scheme: Optional[str] = WeightScheme,
     groups: Optional[str] = Groups,
+    latent_lr_scale: Optional[float] = LatentLR,
     activation_bits: int = typer.Option(8, help="activation bits when quantizing (0 = FP32)"),
     augment: Optional[Path] = typer.Option(None, help="augmented train.tsv"),
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
@@ -261,6 +263,8 @@ def distill(
              if weight_bits else None)
     cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
                            warmup_epochs)
+    if latent_lr_scale is not None:
+        cfg = replace(cfg, latent_lr_scale=latent_lr_scale)
     summary = run(teacher, task, output, str(glue_dir) if glue_dir else None, student=student,
                   layers=_parse_layers(layers), quant=quant, config=cfg,
                   train_file=str(augment) if augment else None, resume=resume, data=data)
