@@ -42,3 +42,30 @@ def test_latent_lr_scale_reaches_the_trainer_from_the_stage_config():
 
     recipe = recipe_from_dict({"qat": {"latent_lr_scale": 20}})
     assert recipe.qat.latent_lr_scale == 20.0 and isinstance(recipe.qat.latent_lr_scale, float)
+
+
+
+def test_group_by_length_batches_similar_lengths(tmp_path):
+    """group_by_length: Trainer's length-grouped sampler runs on xtc's datasets, and its batches carry
+    far less padding than random ones."""
+    from transformers import AutoTokenizer
+
+    from xtc.data import Example, TokenizedDataset, make_collator
+    from xtc_tiny import make_tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(make_tiny_model(tmp_path / "m", layers=1))
+    examples = [Example(" ".join(["good"] * (1 + (7 * i) % 40)), None, i % 2) for i in range(256)]
+    train = TokenizedDataset(examples, tokenizer, max_length=64)
+
+    def padded_tokens(group_by_length: bool) -> int:
+        args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[],
+                                 per_device_train_batch_size=8, seed=0,
+                                 train_sampling_strategy="group_by_length" if group_by_length else "random")
+        trainer = XTCTrainer(model=tiny_bert(layers=1), args=args, train_dataset=train,
+                             data_collator=make_collator(tokenizer))
+        batches = list(trainer.get_train_dataloader())
+        assert sum(len(b["input_ids"]) for b in batches) == len(train)  # every example once
+        return sum(b["input_ids"].numel() for b in batches)
+
+    real = sum(train.lengths)
+    assert padded_tokens(True) < real + 0.5 * (padded_tokens(False) - real)

@@ -51,14 +51,18 @@ def _parse_groups(groups: str) -> int | str:
         raise ValueError(f"--groups must be a whole number (1 = one scale per matrix) or 'row', got {groups!r}") from None
 
 
-def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None):
+def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None,
+                     group_by_length=None):
     changes = dict(epochs=epochs, learning_rate=lr, batch_size=batch_size, max_steps=max_steps,
-                   eval_steps=eval_steps, max_length=max_length, seed=seed, warmup_epochs=warmup_epochs)
+                   eval_steps=eval_steps, max_length=max_length, seed=seed, warmup_epochs=warmup_epochs,
+                   group_by_length=group_by_length)
     return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 Epochs = typer.Option(None, help="training epochs of each stage (default: recipe's)")
 Warmup = typer.Option(None, help="linear warm-up length in epochs (fractions allowed)")
+GroupByLength = typer.Option(None, "--group-by-length/--random-batches",
+                             help="batch examples of similar length together (less padding, faster steps)")
 LR = typer.Option(None, "--lr", help="peak learning rate")
 BatchSize = typer.Option(None, help="training batch size")
 MaxSteps = typer.Option(None, help="stop after this many steps (overrides epochs)")
@@ -145,6 +149,7 @@ def compress(
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
     max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
+    group_by_length: Optional[bool] = GroupByLength,
     teacher_epochs: Optional[float] = typer.Option(None, help="fine-tuning epochs of the teacher"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
     overwrite: bool = typer.Option(False, help="replace a finished run in --output"),
@@ -180,7 +185,7 @@ def compress(
                                                       else (activation_bits or None))))
     over = functools.partial(_train_overrides, epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps,
                              eval_steps=eval_steps, max_length=max_length, seed=None,
-                             warmup_epochs=warmup_epochs)
+                             warmup_epochs=warmup_epochs, group_by_length=group_by_length)
     qat = over(r.qat) if latent_lr_scale is None else replace(over(r.qat), latent_lr_scale=latent_lr_scale)
     r = replace(r, reduce=over(r.reduce), qat=qat,
                 finetune=over(r.finetune, epochs=teacher_epochs if teacher_epochs is not None else epochs))
@@ -207,6 +212,7 @@ def finetune(
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
     max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
+    group_by_length: Optional[bool] = GroupByLength,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
     train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
     dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
@@ -221,7 +227,7 @@ def finetune(
     task, data = _own_data(task, train_file, dev_file, dataset, dataset_config, task_type, text_column,
                            text_pair_column, label_column, tokens_column, tags_column, labels, dev_fraction, seed)
     cfg = _train_overrides(Recipe().finetune, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
-                           warmup_epochs)
+                           warmup_epochs, group_by_length)
     summary = run(model, task, output, str(glue_dir) if glue_dir else None, cfg, resume=resume, data=data)
     typer.echo(json.dumps(summary["dev"], indent=1))
 
@@ -244,6 +250,7 @@ def distill(
     epochs: Optional[float] = Epochs, lr: Optional[float] = LR, batch_size: Optional[int] = BatchSize,
     max_steps: Optional[int] = MaxSteps, eval_steps: Optional[int] = EvalSteps,
     max_length: Optional[int] = MaxLength, seed: Optional[int] = Seed, warmup_epochs: Optional[float] = Warmup,
+    group_by_length: Optional[bool] = GroupByLength,
     resume: bool = typer.Option(False, help="continue from the last checkpoint"),
     train_file: Optional[Path] = TrainFile, dev_file: Optional[Path] = DevFile, dataset: Optional[str] = Dataset,
     dataset_config: Optional[str] = DatasetConfig, task_type: str = TaskType, text_column: str = TextColumn,
@@ -262,7 +269,7 @@ def distill(
                          **({"groups": _parse_groups(groups)} if groups is not None else {}))
              if weight_bits else None)
     cfg = _train_overrides(Recipe().qat, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed,
-                           warmup_epochs)
+                           warmup_epochs, group_by_length)
     if latent_lr_scale is not None:
         cfg = replace(cfg, latent_lr_scale=latent_lr_scale)
     summary = run(teacher, task, output, str(glue_dir) if glue_dir else None, student=student,
