@@ -69,3 +69,14 @@ def test_group_by_length_batches_similar_lengths(tmp_path):
 
     real = sum(train.lengths)
     assert padded_tokens(True) < real + 0.5 * (padded_tokens(False) - real)
+
+
+def test_best_checkpoint_of_mrpc_is_picked_on_f1_and_accuracy_together():
+    """An all-positive MRPC model (F1 81.2, accuracy 68.4) must not beat one that learnt something."""
+    from xtc.data import get_task
+    from xtc.train import SELECTION_KEY, _with_selection
+
+    majority = _with_selection(get_task("mrpc"), {"f1": 0.812, "accuracy": 0.684})
+    learnt = _with_selection(get_task("mrpc"), {"f1": 0.805, "accuracy": 0.725})
+    assert learnt[SELECTION_KEY] > majority[SELECTION_KEY] and majority["f1"] > learnt["f1"]
+    assert _with_selection(get_task("cola"), {"mcc": 0.3})[SELECTION_KEY] == 0.3  # one metric: that metric
