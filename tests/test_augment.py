@@ -212,3 +212,22 @@ def test_augment_task_writes_a_glue_dir_and_is_seeded(tiny_glue_and_model, tmp_p
     # the CLI entry point, with the embedding-neighbour fallback only
     augment_cmd("RTE", glue, tmp_path / "cli", model=str(mlm), copies=2)
     assert len(read_split("rte", tmp_path / "cli", "train")) == 12 + 24
+
+
+def test_distil_on_augmented_data_mixes_labelled_and_unlabelled(tmp_path):
+    """The augmented file holds labelled originals and unlabelled copies; training batches mix both."""
+    from typer.testing import CliRunner
+    from xtc_tiny import make_tiny_glue, make_tiny_model
+
+    from xtc.cli import app
+
+    teacher, glue = make_tiny_model(tmp_path / "teacher"), make_tiny_glue(tmp_path / "glue", n_train=8, n_dev=4)
+    augment_task("sst2", glue, tmp_path / "aug", copies=3, model=teacher, seed=0, progress=False)
+    train = read_split("sst2", tmp_path / "aug", "train")
+    assert any(ex.label is None for ex in train) and any(ex.label is not None for ex in train)
+    result = CliRunner().invoke(app, ["distill", "--teacher", str(teacher), "--task", "sst2", "--glue-dir",
+                                      str(glue), "--output", str(tmp_path / "out"), "--weight-bits", "1",
+                                      "--augment", str(tmp_path / "aug" / "SST-2" / "train.tsv"),
+                                      "--max-steps", "4", "--batch-size", "8"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (tmp_path / "out" / "model" / "config.json").exists()

@@ -399,3 +399,14 @@ def test_collator_max_length_padding_and_regression_labels(tokenizer):
     batch = make_collator(tokenizer, max_length=128)([ds[0], ds[1]])
     assert batch["input_ids"].shape == (2, 128)
     assert batch["labels"].dtype.is_floating_point and batch["labels"].tolist() == [2.5, 0.0]
+
+
+def test_collator_marks_unlabelled_items_in_a_mixed_batch(tokenizer):
+    """Augmented copies carry no label: mixed with originals, they get a label the label loss skips."""
+    mixed = TokenizedDataset([Example("labelled", None, 1), Example("augmented copy", None, None)], tokenizer)
+    batch = make_collator(tokenizer)([mixed[0], mixed[1]])
+    assert batch["labels"].tolist() == [1, -100]
+    scores = TokenizedDataset([Example("scored", None, 2.5), Example("augmented", None, None)], tokenizer)
+    labels = make_collator(tokenizer)([scores[1], scores[0]])["labels"]
+    assert labels.dtype.is_floating_point and labels.isnan().tolist() == [True, False] and labels[1] == 2.5
+    assert "labels" not in make_collator(tokenizer)([mixed[1]])  # nothing labelled: no labels at all

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_bert
 
 import xtc
@@ -75,3 +76,17 @@ def test_distiller_loss_is_zero_for_identical_student_and_backprops():
     loss.backward()
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_label_loss_skips_unlabelled_items():
+    from xtc.distill import label_loss
+
+    logits = torch.randn(3, 2, requires_grad=True)
+    assert torch.allclose(label_loss(logits, torch.tensor([1, -100, 0])),
+                          F.cross_entropy(logits[[0, 2]], torch.tensor([1, 0])))
+    scores = torch.randn(3, 1, requires_grad=True)
+    assert torch.allclose(label_loss(scores, torch.tensor([0.5, float("nan"), 2.0])),
+                          F.mse_loss(scores[[0, 2], 0], torch.tensor([0.5, 2.0])))
+    none = label_loss(logits, torch.tensor([-100, -100, -100]))
+    assert none.item() == 0.0 and none.requires_grad  # a batch of augmented copies only: no NaN, no crash
+    assert label_loss(scores, torch.full((3,), float("nan"))).item() == 0.0

@@ -480,5 +480,18 @@ class _Collator:
         self.tokenizer = sequence.tokenizer
 
     def __call__(self, items: list[dict]):
+        labelled = [item for item in items if "labels" in item]
+        if labelled and len(labelled) < len(items):
+            items = _mark_missing_labels(items, labelled[0]["labels"])
         per_token = bool(items) and isinstance(items[0].get("labels"), list)
         return (self.tokens if per_token else self.sequence)(items)
+
+
+def _mark_missing_labels(items: list[dict], example_label) -> list[dict]:
+    """Gives unlabelled items (augmented copies) a label that the label loss skips: -100 for classes
+    (one per token for token classification), NaN for regression."""
+    def missing(item):
+        if isinstance(example_label, list):
+            return [-100] * len(item["input_ids"])
+        return float("nan") if isinstance(example_label, float) else -100
+    return [item if "labels" in item else {**item, "labels": missing(item)} for item in items]

@@ -271,6 +271,25 @@ def hidden_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence
     return total
 
 
+def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (classes) or MSE (one output) against the gold labels, over labelled items only.
+
+    Unlabelled items (augmented copies, whose targets come from the teacher alone) are marked -100
+    for classes and NaN for regression by the collator; a batch with no label at all contributes 0."""
+    if logits.dim() == 3:  # token classification: one label per token
+        logits, labels = logits.flatten(0, 1), labels.flatten()
+    if logits.shape[-1] == 1:
+        labels = labels.float()
+        known = ~labels.isnan()
+        if not known.any():
+            return logits.sum() * 0.0
+        return F.mse_loss(logits.squeeze(-1)[known], labels[known])
+    known = labels != -100
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[known], labels[known])
+
+
 def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, attention_mask,
                       layer_map: Sequence[int], config: DistillConfig = DistillConfig(),
                       labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -290,12 +309,7 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
                                    attention_mask, config.averaging)
         total = total + config.hid_weight * parts["hid"]
     if config.label_weight and labels is not None:
-        logits = student_out.logits
-        if logits.dim() == 3:  # token classification: -100 marks positions without a label
-            parts["label"] = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-        else:
-            parts["label"] = (F.mse_loss(logits.squeeze(-1), labels.float()) if logits.shape[-1] == 1
-                              else F.cross_entropy(logits, labels))
+        parts["label"] = label_loss(student_out.logits, labels)
         total = total + config.label_weight * parts["label"]
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
