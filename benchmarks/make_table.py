@@ -42,6 +42,9 @@ def cell(runs: list[dict]) -> str:
                      f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
     epochs = {r["epochs"] for r in runs}
     note = f" ({'/'.join(f'{e:g}' for e in sorted(epochs))} ep)"
+    finals = [100 * r["dev_final"][r["main_metric"]] for r in runs if r.get("dev_final")]
+    if len(finals) == len(runs):  # the last evaluation inside the budget, without checkpoint selection
+        note += f" [end {statistics.mean(finals):.1f}]"
     return "/".join(parts) + note + (f" n={len(runs)}" if len(runs) > 1 else "")
 
 
@@ -68,7 +71,9 @@ def table(cells: dict) -> str:
     metric_note = ", ".join(f"{t}: {'/'.join(cells[next(k for k in cells if k[0] == t)][0]['metric_names'])}"
                             for t in tasks)
     return "\n".join(lines) + f"\n\nMetrics per task (x100, dev): {metric_note}; (N ep) = training epochs of the " \
-        "row; avg = mean of each task's main metric (first listed).\n\nReproduce a cell:\n```\n" + \
+        "row; cells are the best dev checkpoint (MRPC: selected on mean(F1, acc)), [end X] = the main metric " \
+        "of the last evaluation inside the budget, without selection; avg = mean of each task's main metric " \
+        "(first listed), best checkpoint.\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 
 
