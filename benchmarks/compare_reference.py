@@ -79,19 +79,24 @@ def timing(task: str, seed: int, teacher: Path, steps: int, work: Path) -> dict:
     return result
 
 
+# our run_glue.py rows compared with the reference's 6lw1a8: the default recipe and the paper's single rate
+OUR_SIDES = {"ours": "6l_w1a8", "ours_paper_lr": "6l_w1a8_paper_lr"}
+
+
 def accuracy(task: str, seed: int, ref_json: Path) -> dict:
-    ours_path = HERE / "results" / "glue" / f"{task}-6l_w1a8-{seed}.json"
     out = {}
     if ref_json.exists():
         ref = json.loads(ref_json.read_text())
         out["reference"] = {k: ref.get(k) for k in ("dev_final", "dev_best_before_clean", "dev_clean",
                                                     "teacher_dev_before_training", "train_wall_s", "epochs",
                                                     "train_forward_steps")}
-    if ours_path.exists():
-        ours = json.loads(ours_path.read_text())
-        out["ours"] = {"dev_best": ours["metrics"], "dev_final": ours.get("dev_final"),
-                       "train_wall_s": ours["train_wall_s"], "epochs": ours["epochs"], "steps": ours["steps"],
-                       "latent_lr_scale": ours.get("latent_lr_scale"), "commit": ours.get("commit")}
+    for side, row in OUR_SIDES.items():
+        path = HERE / "results" / "glue" / f"{task}-{row}-{seed}.json"
+        if path.exists():
+            ours = json.loads(path.read_text())
+            out[side] = {"dev_best": ours["metrics"], "dev_final": ours.get("dev_final"),
+                         "train_wall_s": ours["train_wall_s"], "epochs": ours["epochs"], "steps": ours["steps"],
+                         "latent_lr_scale": ours.get("latent_lr_scale"), "commit": ours.get("commit")}
     return out
 
 
@@ -110,11 +115,9 @@ def main():
     path = HERE / "results" / "reference" / f"{args.task}-{args.seed}.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     acc = accuracy(args.task, args.seed, ref_json)
-    for side, earlier in result.get("accuracy", {}).items():  # a side whose files are gone keeps its last reading
-        acc.setdefault(side, earlier)
-    if "ours" in acc and acc["ours"].get("latent_lr_scale") == 10.0 and "ours" in result.get("accuracy", {}) \
-            and result["accuracy"]["ours"].get("latent_lr_scale") is None:
-        acc["ours_paper_lr"] = result["accuracy"]["ours"]  # the earlier run, at the paper's single rate
+    # what a side's files no longer give (a deleted /tmp result, a log gone with runs/) keeps its last reading
+    for side, earlier in result.get("accuracy", {}).items():
+        acc[side] = {**earlier, **{k: v for k, v in acc.get(side, {}).items() if v is not None}}
     result.update({"task": args.task, "seed": args.seed, "teacher": str(teacher), "accuracy": acc})
     if args.timing:
         result["timing"] = timing(args.task, args.seed, teacher, args.steps, Path(args.work))

@@ -279,15 +279,13 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 3:  # token classification: one label per token
         logits, labels = logits.flatten(0, 1), labels.flatten()
     if logits.shape[-1] == 1:
-        labels = labels.float()
+        logits, labels, loss = logits.squeeze(-1), labels.float(), F.mse_loss
         known = ~labels.isnan()
-        if not known.any():
-            return logits.sum() * 0.0
-        return F.mse_loss(logits.squeeze(-1)[known], labels[known])
-    known = labels != -100
+    else:
+        known, loss = labels != -100, F.cross_entropy
     if not known.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[known], labels[known])
+    return loss(logits[known], labels[known])
 
 
 def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, attention_mask,
