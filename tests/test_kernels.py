@@ -48,6 +48,19 @@ def test_integer_accumulation_is_exact(isa, ternary):
         assert torch.equal(y, (x.long() @ codes.long().t()).float()), (isa, m, n, k)
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_largest_sums_do_not_overflow(isa, sign):
+    # Every product at its extreme (u8 code 255 times a weight of +-1) over a long K: the AVX2 path
+    # sums 64 steps in int16 before widening, which must hold exactly at this bound.
+    m, n, k = 8, 32, 4 * 64 * 3 + 4
+    codes = torch.full((n, k), sign, dtype=torch.int8)
+    x = torch.full((m, k), 127.0)
+    x[:, -1] = 128.0  # s = 1: the codes are 127 (u8 255) and one 128, clamped to 127
+    prep = K.prepare_weights(codes, torch.ones(n), None, False)
+    y = ext.linear(x, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], n, 0)
+    assert torch.equal(y, torch.full((m, n), float(sign * 127 * k))), isa
+
+
 @pytest.mark.parametrize("ternary", [False, True])
 def test_scaled_output_matches_reference(isa, ternary):
     torch.manual_seed(2)

@@ -23,7 +23,9 @@
 // Three code paths chosen at run time (cpuid): AVX-512 VNNI, AVX2, portable scalar. Each is
 // compiled with a function-level target attribute, so one build runs on any x86-64 CPU and the
 // build cache can be shared between machines. XTC_KERNEL_ISA=scalar|avx2|avx512 (or set_isa)
-// forces a path (tests run all three).
+// forces a path (tests run all three). CPUs without VNNI (AVX2 only) multiply with vpmaddubsw and
+// sum 64 steps in int16 before widening; they expand a whole weight tile to bytes once per task
+// (see expand_tile_avx2).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -33,6 +35,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -76,16 +79,34 @@ int active_isa() {
 // Tokens per activation block (MR) and tiles per column block (NB): the AVX-512 micro-kernel keeps
 // MR x NB accumulators in zmm registers (32 in all). 16 x 1 measured best on Zen 4 (12 x 2, 8 x 3 and
 // 6 x 4 within a few percent) and divides the usual 128-token sequences exactly. AVX2 has 16 ymm
-// registers and keeps 4 tokens x 2 halves.
+// registers and keeps 4 tokens x 2 halves (6 tokens spills: 1.5x slower on Zen).
 #ifndef XTC_MR
 #define XTC_MR 16
 #endif
 #ifndef XTC_NB
 #define XTC_NB 1
 #endif
-int block_rows(int isa) { return isa == ISA_AVX512 ? XTC_MR : 4; }
+#ifndef XTC_MR_AVX2
+#define XTC_MR_AVX2 4
+#endif
+int block_rows(int isa) { return isa == ISA_AVX512 ? XTC_MR : isa == ISA_AVX2 ? XTC_MR_AVX2 : 4; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Growable 64-byte aligned scratch memory (per thread) that vector code reads with aligned loads.
+struct AlignedScratch {
+  int8_t* p = nullptr;
+  size_t n = 0;
+  int8_t* get(size_t want) {
+    if (want > n) {
+      ::operator delete(p, std::align_val_t(64));
+      p = static_cast<int8_t*>(::operator new(want, std::align_val_t(64)));
+      n = want;
+    }
+    return p;
+  }
+  ~AlignedScratch() { ::operator delete(p, std::align_val_t(64)); }
+};
 
 // ------------------------------------------------------------------------------------------
 // Activation quantization, bit-compatible with xtc.quantizers.quantize_activations:
@@ -150,12 +171,18 @@ __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64
   float ds = s > 0.f ? s : 1.f;
   const __m256 d = _mm256_set1_ps(ds);
   const __m256 lo = _mm256_set1_ps(-128.f), hi = _mm256_set1_ps(127.f);
+  const __m256i off = _mm256_set1_epi32(128);
+  const __m256i low_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                             0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
   for (k = 0; k + 8 <= K; k += 8) {
     __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), d);
     v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    _mm256_storeu_ps(tmp, v);
-    for (int i = 0; i < 8; ++i) u[k + i] = (uint8_t)((int)tmp[i] + 128);
+    // v holds integers in [-128, 127]: +128, then the low byte of each int32 lane, 4 per 128-bit half
+    const __m256i q = _mm256_shuffle_epi8(_mm256_add_epi32(_mm256_cvtps_epi32(v), off), low_bytes);
+    const uint32_t b0 = (uint32_t)_mm256_extract_epi32(q, 0), b1 = (uint32_t)_mm256_extract_epi32(q, 4);
+    std::memcpy(u + k, &b0, 4);
+    std::memcpy(u + k + 4, &b1, 4);
   }
   for (; k < K; ++k) {
     float v = std::fmin(std::fmax(std::nearbyint(x[k] / ds), -128.f), 127.f);
@@ -384,41 +411,113 @@ XTC_AVX2 __m256i expand_avx2(const uint64_t* planes, int half) {
   return _mm256_or_si256(_mm256_and_si256(e0, one), e1);  // nonzero: +1, negative: 0xff = -1
 }
 
-template <int MR, int P>
-__attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t mb, int64_t t) {
+// exp, erf and GELU as the AVX-512 path computes them (same polynomials), 8 lanes at a time.
+XTC_AVX2 __m256 exp_neg_avx2(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));  // 2^n stays a normal float (no scalef on AVX2)
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
+}
+
+XTC_AVX2 __m256 erf_avx2(__m256 x) {
+  const __m256 signbit = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+  const __m256 sign = _mm256_and_ps(x, signbit), ax = _mm256_andnot_ps(signbit, x), one = _mm256_set1_ps(1.f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, one));
+  __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+  const __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
+  const __m256 y = _mm256_fnmadd_ps(_mm256_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
+  return _mm256_xor_ps(y, sign);
+}
+
+XTC_AVX2 __m256 gelu_avx2(__m256 x) {
+  const __m256 e = erf_avx2(_mm256_mul_ps(x, _mm256_set1_ps((float)M_SQRT1_2)));
+  return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_add_ps(_mm256_set1_ps(1.f), e));
+}
+
+__attribute__((target("avx2,fma"))) int64_t gelu_vec_avx2(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu_avx2(_mm256_loadu_ps(x + i)));
+  return i;
+}
+
+// AVX2 has no masked byte blend, so expanding bits to bytes takes about six instructions per half
+// tile. The AVX2 path therefore expands one tile (16 outputs x all of K) once into a small per-thread
+// buffer of signed bytes (K * 16 bytes: 24 KB for K = 1536) and reuses it for every token block of the
+// task, instead of expanding it again for each block of MR tokens. Memory stays packed; the buffer
+// is scratch.
+template <int P>
+__attribute__((target("avx2,fma"))) void expand_tile_avx2(const uint64_t* wt, int64_t K4, int8_t* out) {
+  for (int64_t k4 = 0; k4 < K4; ++k4) {
+    _mm256_store_si256((__m256i*)(out + 64 * k4), expand_avx2<P>(wt + k4 * P, 0));
+    _mm256_store_si256((__m256i*)(out + 64 * k4 + 32), expand_avx2<P>(wt + k4 * P, 1));
+  }
+}
+
+// Without VNNI, u8 x s8 products go through vpmaddubsw (pairs -> int16). With weights in {-1, 0, +1}
+// each int16 lane gains at most 2 * 255 = 510 per step, so 64 steps (32640) fit in int16: the int16
+// sums are widened to int32 (vpmaddwd) once per 64 steps instead of at every step, which halves the
+// multiply-port work of the inner loop.
+constexpr int64_t kInt16Steps = 64;
+
+template <int MR>
+__attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t mb, int64_t t, const int8_t* we) {
   const int64_t K4 = g.K4;
   const uint32_t* blk = g.ap + mb * K4 * MR;
-  const uint64_t* wt = g.wp + t * K4 * P;
   const __m256i ones16 = _mm256_set1_epi16(1);
-  __m256i acc[MR][2];
+  alignas(32) int32_t buf[MR][16] = {};
+  for (int64_t k0 = 0; k0 < K4; k0 += kInt16Steps) {
+    const int64_t k1 = std::min(K4, k0 + kInt16Steps);
+    __m256i acc[MR][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (int64_t k4 = 0; k4 < K4; ++k4) {
-    __m256i w0 = expand_avx2<P>(wt + k4 * P, 0), w1 = expand_avx2<P>(wt + k4 * P, 1);
-    const uint32_t* a4 = blk + k4 * MR;
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    for (int64_t k4 = k0; k4 < k1; ++k4) {
+      const __m256i w0 = _mm256_load_si256((const __m256i*)(we + 64 * k4));
+      const __m256i w1 = _mm256_load_si256((const __m256i*)(we + 64 * k4 + 32));
+      const uint32_t* a4 = blk + k4 * MR;
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m256i a = _mm256_set1_epi32((int)a4[r]);
+        acc[r][0] = _mm256_add_epi16(acc[r][0], _mm256_maddubs_epi16(a, w0));
+        acc[r][1] = _mm256_add_epi16(acc[r][1], _mm256_maddubs_epi16(a, w1));
+      }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      __m256i a = _mm256_set1_epi32((int)a4[r]);
-      // u8 x s8 pairs -> i16 (|2 * 255 * 1| cannot saturate), then pairs of i16 -> i32
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones16));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones16));
+      __m256i* b = (__m256i*)buf[r];
+      _mm256_store_si256(b, _mm256_add_epi32(_mm256_load_si256(b), _mm256_madd_epi16(acc[r][0], ones16)));
+      _mm256_store_si256(b + 1, _mm256_add_epi32(_mm256_load_si256(b + 1), _mm256_madd_epi16(acc[r][1], ones16)));
     }
   }
-  alignas(32) int32_t buf[MR][16];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    _mm256_store_si256((__m256i*)buf[r], acc[r][0]);
-    _mm256_store_si256((__m256i*)(buf[r] + 8), acc[r][1]);
-  }
+  // Epilogue: (acc - 128 colsum) * s[m] * alpha[n] + bias[n]; the right edge (N % 8) in scalar code.
+  const int64_t n0 = t * 16, valid = std::min<int64_t>(16, g.N - n0);
   for (int r = 0; r < MR; ++r) {
     const int64_t m = mb * MR + r;
     if (m >= g.M) break;
-    const int32_t* tmp = buf[r];
-    for (int i = 0; i < 16; ++i) {
-      const int64_t n = t * 16 + i;
-      if (n >= g.N) break;
-      g.y[m * g.N + n] = finish(tmp[i], g.colsum128[n], g.s[m], g.alpha[n], g.bias[n], g.act);
+    float* y = g.y + m * g.N + n0;
+    int64_t i = 0;
+    for (; i + 8 <= valid; i += 8) {
+      const __m256i c = _mm256_loadu_si256((const __m256i*)(g.colsum128 + n0 + i));
+      __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_load_si256((const __m256i*)(buf[r] + i)), c));
+      v = _mm256_mul_ps(_mm256_mul_ps(v, _mm256_set1_ps(g.s[m])), _mm256_loadu_ps(g.alpha + n0 + i));
+      v = _mm256_add_ps(v, _mm256_loadu_ps(g.bias + n0 + i));
+      if (g.act == ACT_GELU) v = gelu_avx2(v);
+      _mm256_storeu_ps(y + i, v);
     }
+    for (; i < valid; ++i)
+      y[i] = finish(buf[r][i], g.colsum128[n0 + i], g.s[m], g.alpha[n0 + i], g.bias[n0 + i], g.act);
   }
 }
 #endif
@@ -436,12 +535,23 @@ inline void gemm_block(int isa, const GemmArgs& g, int64_t mb, int64_t cb) {
     }
     return;
   }
+#endif
+  gemm_scalar_block(g, mb, cb);
+}
+
+// Row blocks [mb0, mb1) of one column block: the unit of work of every caller.
+void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb) {
+#if XTC_X86
   if (isa == ISA_AVX2) {
-    g.P == 1 ? micro_avx2<4, 1>(g, mb, cb) : micro_avx2<4, 2>(g, mb, cb);
+    thread_local AlignedScratch scratch;  // per thread, kept between calls
+    int8_t* expanded = scratch.get(g.K4 * 64);
+    g.P == 1 ? expand_tile_avx2<1>(g.wp + cb * g.K4, g.K4, expanded)
+             : expand_tile_avx2<2>(g.wp + cb * g.K4 * 2, g.K4, expanded);
+    for (int64_t mb = mb0; mb < mb1; ++mb) micro_avx2<XTC_MR_AVX2>(g, mb, cb, expanded);
     return;
   }
 #endif
-  gemm_scalar_block(g, mb, cb);
+  for (int64_t mb = mb0; mb < mb1; ++mb) gemm_block(isa, g, mb, cb);
 }
 
 // Work split: tasks are (linear, chunk of row blocks, column block); a thread takes a contiguous
@@ -465,7 +575,7 @@ void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
       const int64_t NCB = ceil_div(g.NT, isa == ISA_AVX512 ? XTC_NB : 1);
       const int64_t local = task - first[i], c = local / NCB, cb = local % NCB;
       const int64_t mb_end = std::min(ceil_div(g.M, g.MR), (c + 1) * kChunkBlocks);
-      for (int64_t mb = c * kChunkBlocks; mb < mb_end; ++mb) gemm_block(isa, g, mb, cb);
+      gemm_rows(isa, g, c * kChunkBlocks, mb_end, cb);
     }
   });
 }
@@ -585,13 +695,13 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
                   wp1.size(1), wp1.size(0), MR, wp1.size(2), (int)act};
       // column block outer: its weight tiles stay in L1 while the chunk's tokens (in L2) pass by
       for (int64_t cb = 0; cb < ceil_div(g1.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
-        for (int64_t mb = 0; mb < ceil_div(rows, MR); ++mb) gemm_block(isa, g1, mb, cb);
+        gemm_rows(isa, g1, 0, ceil_div(rows, MR), cb);
       quantize_pack(isa, h.data(), rows, N1, MR, hp.data(), hs.data());  // nested: runs in this thread
       GemmArgs g2{hp.data(), hs.data(), (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(),
                   a2.data_ptr<float>(), b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1),
                   wp2.size(0), MR, wp2.size(2), ACT_NONE};
       for (int64_t cb = 0; cb < ceil_div(g2.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
-        for (int64_t mb = 0; mb < ceil_div(rows, MR); ++mb) gemm_block(isa, g2, mb, cb);
+        gemm_rows(isa, g2, 0, ceil_div(rows, MR), cb);
     }
   });
   return y;
@@ -608,6 +718,7 @@ torch::Tensor gelu(torch::Tensor x) {
   int64_t i = 0;
 #if XTC_X86
   if (active_isa() == ISA_AVX512) i = gelu_vec(px, py, n);
+  if (active_isa() == ISA_AVX2) i = gelu_vec_avx2(px, py, n);
 #endif
   for (; i < n; ++i) py[i] = gelu_scalar(px[i]);
   return y;
