@@ -676,9 +676,9 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   auto y = torch::empty({M, N2}, torch::kFloat32);
   if (M == 0) return y;
   // Each thread runs whole chunks of tokens through both linears: one parallel region, no barrier
-  // in between. Chunks of at most 8 blocks (128 tokens), and small enough that every thread gets one.
+  // in between. Chunks of at most 128 tokens, and small enough that every thread gets one.
   const int64_t MB = ceil_div(M, MR);
-  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(8, ceil_div(MB, at::get_num_threads())));
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(128 / MR, ceil_div(MB, at::get_num_threads())));
   const int64_t CM = CB * MR, K4b = wp2.size(1);
   const uint32_t* apd = (const uint32_t*)ap.data_ptr<int32_t>();
   at::parallel_for(0, ceil_div(MB, CB), 1, [&](int64_t q0, int64_t q1) {
