@@ -51,7 +51,9 @@ def cell(runs: list[dict]) -> str:
 def table(cells: dict) -> str:
     tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
     rows = [r for r in ROW_ORDER if any(k[1] == r for k in cells)]
-    head = ["row"] + [t for t in tasks] + ["avg", "packed MB", "train wall (min, per task)"]
+    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher", "packed MB", "train wall (min, per task)"]
+    teacher = {t: statistics.mean(main_value(r) for r in cells[(t, "teacher")]) for t in tasks
+               if (t, "teacher") in cells}
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         vals, out, sizes, walls = [], [row], [], []
@@ -64,6 +66,10 @@ def table(cells: dict) -> str:
                 walls += [r["train_wall_s"] / 60 for r in runs]
         complete = len(vals) == len(tasks)
         out.append(f"{statistics.mean(vals):.1f}" if complete else "–")
+        # the goals are stated against the teacher: mean gap over the tasks this row has so far
+        gaps = [statistics.mean(main_value(r) for r in cells[(t, row)]) - teacher[t] for t in tasks
+                if (t, row) in cells and t in teacher]
+        out.append("" if row == "teacher" or not gaps else f"{statistics.mean(gaps):+.1f} ({len(gaps)} tasks)")
         out.append(f"{sizes[0] / 1e6:.2f}" if sizes else ("90.9 (FP32)" if row == "teacher" else "–"))
         out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
         lines.append("| " + " | ".join(out) + " |")
@@ -73,7 +79,8 @@ def table(cells: dict) -> str:
     return "\n".join(lines) + f"\n\nMetrics per task (x100, dev): {metric_note}; (N ep) = training epochs of the " \
         "row; cells are the best dev checkpoint (MRPC: selected on mean(F1, acc)), [end X] = the main metric " \
         "of the last evaluation inside the budget, without selection; avg = mean of each task's main metric " \
-        "(first listed), best checkpoint.\n\nReproduce a cell:\n```\n" + \
+        "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to the teacher's main " \
+        "metric over the tasks the row has run.\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 
 
