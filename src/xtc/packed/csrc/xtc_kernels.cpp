@@ -561,14 +561,17 @@ void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb)
 // range, so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
 // Several linears sharing an input (query, key, value) go in one parallel region: every region
 // ends in a barrier, and on a busy machine each barrier can wait for a preempted thread.
-constexpr int64_t kChunkBlocks = 16;
+// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4): a thread's chunk of
+// activations then stays in L1 next to its expanded tile even when two threads share a core's L1
+// (2 threads: 384 -> 1536 linear 0.65 -> 0.35 ms on Zen 3; 1 thread unchanged).
+int64_t chunk_blocks(int isa) { return isa == ISA_AVX2 ? 8 : 16; }
 
 void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
   std::vector<int64_t> first(gs.size() + 1, 0);  // first task of each linear
   for (size_t i = 0; i < gs.size(); ++i) {
     const int64_t MB = ceil_div(gs[i].M, gs[i].MR);
     const int64_t NB = isa == ISA_AVX512 ? XTC_NB : 1;  // tiles per column block
-    first[i + 1] = first[i] + ceil_div(MB, kChunkBlocks) * ceil_div(gs[i].NT, NB);
+    first[i + 1] = first[i] + ceil_div(MB, chunk_blocks(isa)) * ceil_div(gs[i].NT, NB);
   }
   at::parallel_for(0, first.back(), 1, [&](int64_t t0, int64_t t1) {
     size_t i = 0;
@@ -577,8 +580,8 @@ void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
       const GemmArgs& g = gs[i];
       const int64_t NCB = ceil_div(g.NT, isa == ISA_AVX512 ? XTC_NB : 1);
       const int64_t local = task - first[i], c = local / NCB, cb = local % NCB;
-      const int64_t mb_end = std::min(ceil_div(g.M, g.MR), (c + 1) * kChunkBlocks);
-      gemm_rows(isa, g, c * kChunkBlocks, mb_end, cb);
+      const int64_t mb_end = std::min(ceil_div(g.M, g.MR), (c + 1) * chunk_blocks(isa));
+      gemm_rows(isa, g, c * chunk_blocks(isa), mb_end, cb);
     }
   });
 }
