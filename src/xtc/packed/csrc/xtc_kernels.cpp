@@ -561,9 +561,10 @@ void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb)
 // range, so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
 // Several linears sharing an input (query, key, value) go in one parallel region: every region
 // ends in a barrier, and on a busy machine each barrier can wait for a preempted thread.
-// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4): a thread's chunk of
-// activations then stays in L1 next to its expanded tile even when two threads share a core's L1
-// (2 threads: 384 -> 1536 linear 0.65 -> 0.35 ms on Zen 3; 1 thread unchanged).
+// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4), which measured
+// best on a 2-vCPU Zen 3 VM: with 2 threads a 128 x 384 -> 1536 linear took 0.35 ms against 0.65 ms
+// with 64-token chunks (1 thread: the same either way). Why the larger chunk scaled so badly there
+// (the VM may place both vCPUs on one physical core) was not established.
 int64_t chunk_blocks(int isa) { return isa == ISA_AVX2 ? 8 : 16; }
 
 void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
