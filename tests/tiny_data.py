@@ -1,34 +1,21 @@
-"""A tiny BERT with its own WordPiece vocabulary, saved as a model folder, for end-to-end runs on
-your-own-data tasks (sequence and token classification). Deterministic in its seed."""
+"""NER-like sentences and a tiny BERT over their vocabulary (built by ``xtc_tiny.save_tiny_bert``), for
+end-to-end runs on your-own-data tasks (sequence and token classification). Deterministic in its seed."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+from xtc_tiny import SPECIAL, save_tiny_bert
+
 WORDS = ("the a good bad movie film story actor plot great awful fine dull city paris london anna bob "
          "visited met in at from likes hates and").split()
 PIECES = ["##s", "##ed", "##ing"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PERSONS, PLACES = ["anna", "bob"], ["paris", "london"]
 
 
 def make_model(folder: Path, token_level: bool = False, layers: int = 2, num_labels: int = 2, seed: int = 0) -> str:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertTokenizerFast
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(SPECIAL + WORDS + PIECES) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)  # transformers 5: vocab=
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS) + len(PIECES), hidden_size=32,
-                     num_hidden_layers=layers, num_attention_heads=4, intermediate_size=64,
-                     max_position_embeddings=64, num_labels=num_labels)
-    cls = BertForTokenClassification if token_level else BertForSequenceClassification
-    cls(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_bert(folder, SPECIAL + WORDS + PIECES, layers, num_labels, seed, token_level=token_level))
 
 
 def sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:

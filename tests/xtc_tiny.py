@@ -18,23 +18,29 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = set(WORDS[: len(WORDS) // 2])
 
 
-def make_tiny_model(folder: Path, layers: int = 2, num_labels: int = 2, dropout: float = 0.1, seed: int = 0,
-                    hidden: int = 32) -> Path:
+def save_tiny_bert(folder: Path, vocab_words: list[str], layers: int = 2, num_labels: int = 2, seed: int = 0,
+                   hidden: int = 32, dropout: float = 0.1, token_level: bool = False) -> Path:
+    """A random BERT (sequence or token classifier) with a WordPiece tokenizer over ``vocab_words``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification, BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + list(WORDS)) + "\n")
+    vocab.write_text("\n".join(vocab_words) + "\n")
     tokenizer = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)  # transformers 5: vocab=, not vocab_file=
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=hidden, num_hidden_layers=layers,
+    cfg = BertConfig(vocab_size=len(vocab_words), hidden_size=hidden, num_hidden_layers=layers,
                      num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64,
                      num_labels=num_labels, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    BertForSequenceClassification(cfg).save_pretrained(folder)
+    (BertForTokenClassification if token_level else BertForSequenceClassification)(cfg).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_tiny_model(folder: Path, layers: int = 2, num_labels: int = 2, dropout: float = 0.1, seed: int = 0,
+                    hidden: int = 32) -> Path:
+    return save_tiny_bert(folder, SPECIAL + list(WORDS), layers, num_labels, seed, hidden, dropout)
 
 
 def tiny_sentences(n: int, seed: int = 0, length: tuple[int, int] = (3, 8)) -> list[tuple[str, int]]:
