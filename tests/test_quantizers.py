@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from xtc.quantizers import (
+    absmean_codes,
+    binary_codes,
     available_weight_quantizers,
     binarize,
     get_weight_quantizer,
@@ -9,6 +11,7 @@ from xtc.quantizers import (
     quantize_symmetric,
     register_weight_quantizer,
     ternarize,
+    ternary_codes,
 )
 
 
@@ -78,3 +81,20 @@ def test_registry_plugs_in_a_scheme():
     assert torch.equal(get_weight_quantizer(name)(torch.ones(2), bits=1), torch.full((2,), 0.5))
     with pytest.raises(ValueError, match="registered"):
         get_weight_quantizer("nope")
+
+
+@pytest.mark.parametrize("codes", [binary_codes, ternary_codes, absmean_codes])
+def test_scales_do_not_depend_on_thread_count(codes):
+    # a float32 sum over a whole matrix is split differently on 1 and on 2 threads; a last-bit change
+    # in the scale flipped CoLA dev predictions between training (1 thread) and `xtc evaluate` (2)
+    # (a float32 sum differs in its last bit for about half of such matrices; 16 make a miss unlikely)
+    w = torch.randn(16, 384 * 384, generator=torch.Generator().manual_seed(0)) * 0.05
+    before = torch.get_num_threads()
+    try:
+        scales = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            scales.append(torch.stack([codes(m)[1] for m in w]))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(scales[0], scales[1])

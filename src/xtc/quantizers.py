@@ -41,6 +41,16 @@ def _grouped(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.reshape(groups, -1)
 
 
+def _exact_mean(a: torch.Tensor) -> torch.Tensor:
+    """Row means of ``a`` ``[groups, n]`` summed in float64, returned in ``a``'s dtype.
+
+    A float32 sum over a whole matrix depends on how it is split across threads; the last bit of the
+    scale then differs between a run on 1 and on 2 threads, and the 8-bit activation rounding downstream
+    turns that into different dev predictions. Summed in float64, the rounded result is the same on
+    any thread count, in training, evaluation and export alike."""
+    return a.mean(dim=1, dtype=torch.float64).to(a.dtype)
+
+
 def _sign(w: torch.Tensor) -> torch.Tensor:
     """sign with sign(0) = +1, so that one bit holds every value."""
     return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
@@ -50,7 +60,7 @@ def _sign(w: torch.Tensor) -> torch.Tensor:
 def binary_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary codes (+1/-1, as ``w``'s dtype, shape ``[groups, n]``) and scales ``alpha`` ``[groups]``."""
     g = _grouped(w.detach(), groups)
-    return _sign(g), g.abs().mean(dim=1)
+    return _sign(g), _exact_mean(g.abs())
 
 
 @torch.no_grad()
@@ -61,10 +71,10 @@ def ternary_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch
     """
     g = _grouped(w.detach(), groups)
     a = g.abs()
-    delta = TERNARY_THRESHOLD * a.mean(dim=1, keepdim=True)
+    delta = TERNARY_THRESHOLD * _exact_mean(a)[:, None]
     mask = (a > delta).to(g.dtype)
-    count = mask.sum(dim=1)
-    alpha = (a * mask).sum(dim=1) / count.clamp(min=1)
+    count = mask.sum(dim=1, dtype=torch.float64)
+    alpha = ((a * mask).sum(dim=1, dtype=torch.float64) / count.clamp(min=1)).to(g.dtype)
     return torch.sign(g) * mask, alpha
 
 
@@ -192,7 +202,7 @@ def absmean_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch
     and every non-zero weight becomes ``+-s``. An all-zero group stays zero.
     """
     g = _grouped(w.detach(), groups)
-    scale = g.abs().mean(dim=1)
+    scale = _exact_mean(g.abs())
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     return torch.round(g / safe[:, None]).clamp(-1, 1), scale
 
