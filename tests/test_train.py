@@ -80,3 +80,26 @@ def test_best_checkpoint_of_mrpc_is_picked_on_f1_and_accuracy_together():
     learnt = _with_selection(get_task("mrpc"), {"f1": 0.805, "accuracy": 0.725})
     assert learnt[SELECTION_KEY] > majority[SELECTION_KEY] and majority["f1"] > learnt["f1"]
     assert _with_selection(get_task("cola"), {"mcc": 0.3})[SELECTION_KEY] == 0.3  # one metric: that metric
+
+
+def test_a_budget_shorter_than_an_epoch_is_still_evaluated(tmp_path):
+    """Evaluation defaults to once per epoch; a half-epoch budget (SST-2 in benchmarks/run_glue.py) must still
+    evaluate, and keep a model, at its end (Trainer evaluates on the last step)."""
+    import json
+
+    import tiny_data
+    from test_custom_data import _csv
+
+    from xtc.custom_data import load_custom_task
+    from xtc.pipeline import finetune
+    from xtc.train import TrainConfig
+
+    model = tiny_data.make_model(tmp_path / "m")
+    rows = [f"{w} {w2},{w}" for w in ("good", "bad") for w2 in ("movie", "film", "story", "plot", "song", "show")]
+    data = load_custom_task(_csv(tmp_path / "train.csv", rows), text_column="text", label_column="label",
+                            dev_fraction=0.25, seed=0)
+    summary = finetune(model, None, tmp_path / "ft", data=data,
+                       config=TrainConfig(epochs=0.5, batch_size=2, logging_steps=1, warmup_epochs=0.0))
+    evals = [json.loads(x) for x in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if "eval_runtime" in x]
+    assert summary["steps"] == 3 and evals and evals[0]["step"] == 3
+    assert (tmp_path / "ft" / "model" / "model.safetensors").exists()
