@@ -244,6 +244,17 @@ struct GemmArgs {
 
 enum Act { ACT_NONE = 0, ACT_GELU = 1 };
 
+// Coefficients of the vectorized exp and erf, shared by the AVX-512 and AVX2 paths (which differ only
+// in vector width). exp: Cephes-style, x = n ln2 + r with ln2 split in two parts, p(r) of degree 7.
+// erf: Abramowitz & Stegun 7.1.26, as ATen's vectorized CPU erf.
+namespace poly {
+constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kExp[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                           4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};  // highest first
+constexpr float kErfP = 0.3275911f;
+constexpr float kErf[5] = {1.061405429f, -1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
+}  // namespace poly
+
 // Exact (erf) GELU as torch computes it: x * 0.5 * (1 + erf(x / sqrt(2))).
 inline float gelu_scalar(float x) { return x * 0.5f * (1.0f + std::erf(x * (float)M_SQRT1_2)); }
 
@@ -298,16 +309,12 @@ XTC_AVX512 __m512i expand_avx512(const uint64_t* planes) {
 // exp(x) for x <= 0 (Cephes-style: 2^n * p(r), |r| <= ln2/2), about 1 ulp; underflows to 0.
 XTC_AVX512 __m512 exp_neg_avx512(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(poly::kLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(poly::kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(poly::kLn2Lo), r);
+  __m512 p = _mm512_set1_ps(poly::kExp[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(poly::kExp[i]));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
   return _mm512_scalef_ps(p, n);
 }
@@ -317,11 +324,9 @@ XTC_AVX512 __m512 exp_neg_avx512(__m512 x) {
 XTC_AVX512 __m512 erf_avx512(__m512 x) {
   const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
   const __m512 ax = _mm512_abs_ps(x), one = _mm512_set1_ps(1.f);
-  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), ax, one));
-  __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
-  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
-  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
-  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(poly::kErfP), ax, one));
+  __m512 r = _mm512_set1_ps(poly::kErf[0]);
+  for (int i = 1; i < 5; ++i) r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(poly::kErf[i]));
   const __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
   const __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(y), sign));
@@ -414,16 +419,12 @@ XTC_AVX2 __m256i expand_avx2(const uint64_t* planes, int half) {
 // exp, erf and GELU as the AVX-512 path computes them (same polynomials), 8 lanes at a time.
 XTC_AVX2 __m256 exp_neg_avx2(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));  // 2^n stays a normal float (no scalef on AVX2)
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(poly::kLog2e)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(poly::kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(poly::kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(poly::kExp[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(poly::kExp[i]));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
@@ -432,11 +433,9 @@ XTC_AVX2 __m256 exp_neg_avx2(__m256 x) {
 XTC_AVX2 __m256 erf_avx2(__m256 x) {
   const __m256 signbit = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
   const __m256 sign = _mm256_and_ps(x, signbit), ax = _mm256_andnot_ps(signbit, x), one = _mm256_set1_ps(1.f);
-  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), ax, one));
-  __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
-  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
-  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
-  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(poly::kErfP), ax, one));
+  __m256 r = _mm256_set1_ps(poly::kErf[0]);
+  for (int i = 1; i < 5; ++i) r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(poly::kErf[i]));
   const __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
   const __m256 y = _mm256_fnmadd_ps(_mm256_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
   return _mm256_xor_ps(y, sign);
