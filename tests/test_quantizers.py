@@ -3,9 +3,9 @@ import torch
 
 from xtc.quantizers import (
     absmean_codes,
-    binary_codes,
     available_weight_quantizers,
     binarize,
+    binary_codes,
     get_weight_quantizer,
     quantize_activations,
     quantize_symmetric,

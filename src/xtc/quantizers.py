@@ -47,8 +47,13 @@ def _exact_mean(a: torch.Tensor) -> torch.Tensor:
     A float32 sum over a whole matrix depends on how it is split across threads; the last bit of the
     scale then differs between a run on 1 and on 2 threads, and the 8-bit activation rounding downstream
     turns that into different dev predictions. Summed in float64, the rounded result is the same on
-    any thread count, in training, evaluation and export alike."""
-    return a.mean(dim=1, dtype=torch.float64).to(a.dtype)
+    any thread count, in training, evaluation and export alike. (Apple's MPS has no float64: there
+    the sum stays in float32.)"""
+    return a.mean(dim=1, dtype=_wide(a)).to(a.dtype)
+
+
+def _wide(a: torch.Tensor) -> torch.dtype:
+    return torch.float32 if a.device.type == "mps" else torch.float64
 
 
 def _sign(w: torch.Tensor) -> torch.Tensor:
@@ -73,8 +78,8 @@ def ternary_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch
     a = g.abs()
     delta = TERNARY_THRESHOLD * _exact_mean(a)[:, None]
     mask = (a > delta).to(g.dtype)
-    count = mask.sum(dim=1, dtype=torch.float64)
-    alpha = ((a * mask).sum(dim=1, dtype=torch.float64) / count.clamp(min=1)).to(g.dtype)
+    count = mask.sum(dim=1, dtype=_wide(a))
+    alpha = ((a * mask).sum(dim=1, dtype=_wide(a)) / count.clamp(min=1)).to(g.dtype)
     return torch.sign(g) * mask, alpha
 
 
