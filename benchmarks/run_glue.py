@@ -77,18 +77,20 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
     from xtc.recipe import QuantConfig
     from xtc.train import TrainConfig
 
+    spec, glue = xtc.data.get_task(task), str(args.glue_dir)
     epochs = args.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)
     # students warm up for a third of the budget, at most one epoch (XTC's 1 of 3)
     student_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=min(1.0, epochs / 3), seed=seed)
     if args.latent_lr_scale is not None:
         student_cfg = replace(student_cfg, latent_lr_scale=args.latent_lr_scale)
     teacher_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=0.1, seed=seed)
+
+    def steps_per_epoch() -> int:  # of the original training set (read only by the rows that need it)
+        return math.ceil(len(xtc.data.load_split(spec, "train", glue)) / student_cfg.batch_size)
+
     if epochs < 1:  # a sub-epoch budget (SST-2) is evaluated three times, like the 3-epoch ones
-        per_epoch = math.ceil(len(xtc.data.load_split(xtc.data.get_task(task), "train", str(args.glue_dir)))
-                              / student_cfg.batch_size)
-        every = math.ceil(per_epoch * epochs / 3)
+        every = math.ceil(steps_per_epoch() * epochs / 3)
         student_cfg, teacher_cfg = replace(student_cfg, eval_steps=every), replace(teacher_cfg, eval_steps=every)
-    glue = str(args.glue_dir)
     out = RUNS / f"{task}-{row}-{seed}"
     teacher_dir = RUNS / f"{task}-teacher-{seed}" / "model"
     if row != "teacher" and not teacher_dir.exists():
@@ -115,13 +117,12 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
             if row == "6l_w1a8_aug":
                 # same budget as 6l_w1a8: as many steps (and warm-up steps, and evaluations) as its epochs
                 # of the original training set take, drawn from the augmented one
-                spec = xtc.data.get_task(task)
                 train_file = Path(args.augmented_dir) / spec.dir_name / "train.tsv"
                 if not train_file.exists():
                     raise SystemExit(f"no augmented data at {train_file}: run `xtc augment --task {task} "
                                      f"--glue-dir {glue} --output {args.augmented_dir}` first")
                 kwargs["train_file"] = str(train_file)
-                per_epoch = math.ceil(len(xtc.data.load_split(spec, "train", glue)) / cfg.batch_size)
+                per_epoch = steps_per_epoch()
                 per_aug_epoch = math.ceil(len(xtc.data.read_tsv(spec, train_file)) / cfg.batch_size)
                 cfg = replace(cfg, max_steps=round(per_epoch * epochs), eval_steps=per_epoch,
                               warmup_epochs=cfg.warmup_epochs * per_epoch / per_aug_epoch)
@@ -137,7 +138,6 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         else:
             raise SystemExit(f"unknown row {row}; rows: {', '.join(ROWS)}")
         summary = distill(str(teacher_dir), task, out, glue, config=cfg, resume=True, **kwargs)
-    spec = xtc.data.get_task(task)
     return {
         "task": task, "row": row, "seed": seed, "metric_names": list(spec.metrics),
         "main_metric": spec.main_metric, "metrics": summary["dev"], "weight_bits": bits,
