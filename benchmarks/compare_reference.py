@@ -62,8 +62,8 @@ def timing(task: str, seed: int, teacher: Path, steps: int, work: Path) -> dict:
     result = {"steps": steps,
               "reference": {"s_per_step_10_30": ref.get("s_per_step_10_30"), "train_wall_s": ref.get("train_wall_s"),
                             "process_wall_s": round(ref_wall, 1), "peak_rss_mb": round(ref_rss)}}
-    # xtc's defaults (random batches padded to their longest), and the same run with length-grouped batches
-    for name, extra in (("ours", []), ("ours_length_grouped", ["--group-by-length"])):
+    # xtc with length-grouped batches (its default) and with random batches, both padded to their longest
+    for name, extra in (("ours_length_grouped", ["--group-by-length"]), ("ours_random_batches", ["--random-batches"])):
         ours_dir = work / name
         shutil.rmtree(ours_dir, ignore_errors=True)
         ours_cmd = [str(ROOT / ".venv" / "bin" / "xtc"), "distill", "--teacher", str(teacher), "--task", task,

@@ -195,15 +195,19 @@ def test_bad_input_leaves_an_existing_run_untouched(tiny, tmp_path):
     assert json.loads((out / "results.json").read_text()) == {"done": True}  # --overwrite did not wipe it
 
 
-def test_groups_and_latent_lr_scale_options_reach_the_run(tiny, tmp_path):
-    """The good values of the two options land in the run's recipe and in the trained model."""
-    from xtc.recipe import load_recipe
+def test_groups_latent_lr_scale_and_batching_options_reach_the_run(tiny, tmp_path):
+    """The good values of the options land in the run's recipe and in the trained model; batches are
+    length-grouped unless --random-batches says otherwise."""
+    from xtc.recipe import Recipe, load_recipe
 
+    assert Recipe().qat.group_by_length and Recipe().finetune.group_by_length
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, [str(a) for a in _compress(tiny, out, "--groups", "row", "--latent-lr-scale", "3")])
+    result = CliRunner().invoke(app, [str(a) for a in _compress(tiny, out, "--groups", "row", "--latent-lr-scale", "3",
+                                                                 "--random-batches")])
     assert result.exit_code == 0, result.output
     recipe = load_recipe(out / "config.yaml")
     assert recipe.quant.groups == "row" and recipe.qat.latent_lr_scale == 3.0
+    assert not recipe.qat.group_by_length and not recipe.finetune.group_by_length
     model = xtc.load_quantized(out / "quantized" / "model")
     up = model.bert.encoder.layer[0].intermediate.dense
     assert up.groups == up.out_features
