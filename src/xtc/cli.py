@@ -62,8 +62,8 @@ def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_len
 Epochs = typer.Option(None, help="training epochs of each stage (default: recipe's)")
 Warmup = typer.Option(None, help="linear warm-up length in epochs (fractions allowed)")
 GroupByLength = typer.Option(None, "--group-by-length/--random-batches",
-                             help="batch examples of similar length together (default: less padding, faster steps) "
-                                  "or draw batches at random")
+                             help="default: batch examples of similar length together (less padding, faster "
+                                  "steps); --random-batches: draw batches at random")
 LR = typer.Option(None, "--lr", help="peak learning rate")
 BatchSize = typer.Option(None, help="training batch size")
 MaxSteps = typer.Option(None, help="stop after this many steps (overrides epochs)")
