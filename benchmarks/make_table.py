@@ -74,14 +74,15 @@ def table(cells: dict) -> str:
         out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
         lines.append("| " + " | ".join(out) + " |")
     commands = sorted({r["command"] for runs in cells.values() for r in runs})
-    single_seeds = "/".join(str(s) for s in sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1}))
+    single = sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1})
+    single_seeds = f", other cells are seed {'/'.join(map(str, single))}" if single else ""
     metric_note = ", ".join(f"{t}: {'/'.join(cells[next(k for k in cells if k[0] == t)][0]['metric_names'])}"
                             for t in tasks)
     return "\n".join(lines) + f"\n\nMetrics per task (x100, dev): {metric_note}; (N ep) = training epochs of the " \
         "row; cells are the best dev checkpoint (MRPC: selected on mean(F1, acc)), [end X] = the main metric " \
         "of the last evaluation inside the budget, without selection; a ± b n=N = mean and sample standard " \
-        "deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean), other cells " \
-        f"are seed {single_seeds}; avg = mean of each task's main metric " \
+        f"deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean){single_seeds}; " \
+        "avg = mean of each task's main metric " \
         "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to the teacher's main " \
         "metric over the tasks the row has run.\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"

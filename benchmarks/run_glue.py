@@ -79,13 +79,13 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
 
     spec, glue = xtc.data.get_task(task), str(args.glue_dir)
     epochs = args.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)
-    # students warm up for a third of the budget, at most one epoch (XTC's 1 of 3)
     # random batches (not xtc's length-grouped default): the rows in the table were trained that way
-    student_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=min(1.0, epochs / 3), seed=seed,
-                              group_by_length=False)
+    base = TrainConfig(epochs=epochs, learning_rate=args.lr, seed=seed, group_by_length=False)
+    teacher_cfg = replace(base, warmup_epochs=0.1)
+    # students warm up for a third of the budget, at most one epoch (XTC's 1 of 3)
+    student_cfg = replace(base, warmup_epochs=min(1.0, epochs / 3))
     if args.latent_lr_scale is not None:
         student_cfg = replace(student_cfg, latent_lr_scale=args.latent_lr_scale)
-    teacher_cfg = TrainConfig(epochs=epochs, learning_rate=args.lr, warmup_epochs=0.1, seed=seed, group_by_length=False)
 
     def steps_per_epoch() -> int:  # of the original training set (read only by the rows that need it)
         return math.ceil(len(xtc.data.load_split(spec, "train", glue)) / student_cfg.batch_size)
