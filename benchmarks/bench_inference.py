@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XTC_SHARED", ROOT.parent / "shared"))
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("fp32", "dynamic_int8", "packed_w1a8", "packed_w2a8")
+# packed_w1a8_hf_blocks: the same packed file with transformers' own block forward instead of xtc's lean one
+# (xtc.packed.lean_blocks), so the table shows what the lean forward adds.
+VARIANTS = ("fp32", "dynamic_int8", "packed_w1a8", "packed_w2a8", "packed_w1a8_hf_blocks")
 
 
 def rss_kb() -> int:
@@ -68,7 +70,7 @@ def worker(args) -> dict:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from xtc.packed import kernel_info, load_packed, packed_weight_bytes
+    from xtc.packed import kernel_info, load_packed, packed_weight_bytes, use_lean_blocks
 
     hf_logging.set_verbosity_error()
     # Code every variant needs, loaded before the baseline so that the difference is the model itself:
@@ -81,7 +83,10 @@ def worker(args) -> dict:
 
     def load():
         if args.variant.startswith("packed"):
-            return load_packed(args.path)
+            m = load_packed(args.path)
+            if args.variant.endswith("_hf_blocks"):
+                use_lean_blocks(m, False)
+            return m
         m = AutoModelForSequenceClassification.from_pretrained(args.path).eval()
         if args.variant == "dynamic_int8":
             m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
@@ -191,6 +196,7 @@ def prepare(name: str, work: Path, checkpoint: str | None) -> dict:
             file = save_packed(q, out)
         sizes[variant] = file.stat().st_size
         paths[variant] = out
+    sizes["packed_w1a8_hf_blocks"], paths["packed_w1a8_hf_blocks"] = sizes["packed_w1a8"], paths["packed_w1a8"]
     return {"description": description, "paths": {k: str(v) for k, v in paths.items()}, "file_bytes": sizes,
             "parameters": sum(p.numel() for p in model.parameters())}
 

@@ -4,13 +4,15 @@
   as one safetensors file, ``model.xtc.safetensors``: binary codes at 1 bit/weight, ternary at
   1.6 (base-3) or 2 bits/weight, per-group scales, the rest in FP16 (see :mod:`.format`).
 * :func:`load_packed`: the transformers model back, its quantized linears computing straight
-  from the packed bits with 8-bit per-token activations (C++ kernels, :mod:`.kernels`).
+  from the packed bits with 8-bit per-token activations (C++ kernels, :mod:`.kernels`); BERT-layout
+  blocks run a lean forward with the same arithmetic (:mod:`.lean_blocks`).
 * :func:`size_report`: bytes per class of tensors and the compression ratios.
 """
 
 from .export import export, find_checkpoint
 from .format import FILE_NAME, FORMAT_VERSION, PackedFormatError
 from .kernels import kernel_info
+from .lean_blocks import use_lean_blocks
 from .model import (
     PackedEmbedding,
     PackedFFN,
@@ -38,4 +40,5 @@ __all__ = [
     "packed_weight_bytes",
     "save_packed",
     "size_report",
+    "use_lean_blocks",
 ]

@@ -199,8 +199,7 @@ def group_linear(x: torch.Tensor, me, members: list, group: int) -> torch.Tensor
         if not entry[3]:
             _local.entry = None
         return y
-    ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
-    ys = ext.linear_multi(ap, s, [_weights(m._buffers, m.out_features) for m in members])
+    ys = packed_linears(x, members)
     outputs = {id(m): y for m, y in zip(members, ys)}
     y = outputs.pop(id(me))
     try:
@@ -208,6 +207,14 @@ def group_linear(x: torch.Tensor, me, members: list, group: int) -> torch.Tensor
     except TypeError:  # a tensor subclass refusing weak references: siblings recompute
         _local.entry = None
     return y
+
+
+def packed_linears(x: torch.Tensor, linears: list) -> list[torch.Tensor]:
+    """Outputs ``[M, N_i]`` of several kernel :class:`PackedLinear` s on one input ``x`` ``[..., K]``:
+    one activation quantization and one kernel call (one parallel region) for all of them."""
+    ext = extension()
+    ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
+    return ext.linear_multi(ap, s, [_weights(m._buffers, m.out_features) for m in linears])
 
 
 ACTIVATIONS = {None: 0, "gelu": 1}  # epilogue activations of the kernels (exact erf GELU)

@@ -24,6 +24,7 @@ from ..modules import QuantEmbedding, QuantLinear
 from . import bitpack, kernels
 from . import format as fmt
 from .format import PackedFormatError
+from .lean_blocks import use_lean_blocks
 
 # Full-precision tensors that the int8_extras option stores as 8-bit (per-row symmetric): the two
 # largest ones left (BERT-base: position embeddings 512 x 768, pooler 768 x 768).
@@ -436,6 +437,7 @@ def _build(entries: dict, tensors: dict, info: dict) -> nn.Module:
             _set_tensor(model, name, _float_tensor(entry, tensors, name), file)
     _fuse_ffn(model)
     _share_inputs(model)
+    use_lean_blocks(model)
     missing = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
     if missing:
         raise PackedFormatError(f"{file}: missing tensor {missing[0]}")

@@ -1,0 +1,97 @@
+"""The packed model's lean block forward gives exactly transformers' outputs, and steps aside for
+anything it does not cover (hooks, attention capture, training mode)."""
+
+import pytest
+import torch
+
+import xtc
+from xtc.packed import kernels, load_packed, save_packed
+from xtc.packed.lean_blocks import use_lean_blocks
+
+pytestmark = pytest.mark.skipif(kernels.extension() is None, reason="the lean blocks run on the packed kernels")
+
+COMMON = dict(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+              max_position_embeddings=64, num_labels=3)
+
+
+def _packed(family, bits, folder):
+    import transformers as T
+
+    torch.manual_seed(0)
+    cls, cfg = {"bert": (T.BertForSequenceClassification, T.BertConfig),
+                "roberta": (T.RobertaForSequenceClassification, T.RobertaConfig),
+                "electra": (T.ElectraForSequenceClassification, T.ElectraConfig)}[family]
+    model = cls(cfg(**COMMON)).eval()
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits))
+    save_packed(model, folder)
+    return load_packed(folder)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(5, 120, (3, 21), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    mask[2, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _blocks(model):
+    return [m for m in model.modules() if hasattr(type(m), "_xtc_base_class")]
+
+
+@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("roberta", 1), ("electra", 2)])
+def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
+    model = _packed(family, bits, tmp_path)
+    assert len(_blocks(model)) == 2  # load_packed switched every block on
+    inputs = _inputs()
+    with torch.inference_mode():
+        lean = model(**inputs, output_hidden_states=True)
+        assert use_lean_blocks(model, False) == 2 and not _blocks(model)
+        reference = model(**inputs, output_hidden_states=True)
+    assert torch.equal(lean.logits, reference.logits)
+    # transformers captures hidden states with a hook on the block itself: still recorded
+    assert len(lean.hidden_states) == 3
+    for a, b in zip(lean.hidden_states, reference.hidden_states):
+        assert torch.equal(a, b)
+
+
+def test_hooks_inside_a_block_and_training_mode_take_the_transformers_path(tmp_path, monkeypatch):
+    model = _packed("bert", 1, tmp_path)
+    inputs = _inputs()
+    attention_cls = type(model.bert.encoder.layer[0].attention.self)
+    original, calls = attention_cls.forward, []
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(attention_cls, "forward", counted)
+    with torch.inference_mode():
+        expected = model(**inputs).logits
+    assert calls == []  # the lean path does not call transformers' self-attention
+
+    hooked_module = model.bert.encoder.layer[1].attention.self
+    seen = []
+    handle = hooked_module.register_forward_hook(lambda m, a, out: seen.append(out))
+    with torch.inference_mode():
+        hooked = model(**inputs).logits
+    handle.remove()
+    assert calls == [hooked_module] and len(seen) == 1  # only the hooked block stepped aside
+    assert torch.equal(hooked, expected)
+
+    calls.clear()
+    model.train()  # dropout applies in training mode: transformers' forward, which the lean one does not copy
+    with torch.no_grad():
+        model(**inputs)
+    assert len(calls) == 2
+
+
+def test_switching_off_and_on_is_idempotent_and_the_state_dict_is_unchanged(tmp_path):
+    model = _packed("bert", 2, tmp_path)
+    names = list(model.state_dict())
+    assert use_lean_blocks(model, True) == 0  # already on
+    assert use_lean_blocks(model, False) == 2 and use_lean_blocks(model, False) == 0
+    assert use_lean_blocks(model, True) == 2
+    assert list(model.state_dict()) == names
+    assert isinstance(model.bert.encoder.layer[0], type(model.bert.encoder.layer[0])._xtc_base_class)
