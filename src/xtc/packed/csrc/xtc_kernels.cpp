@@ -200,9 +200,15 @@ void quantize_row(int isa, const float* x, int64_t K, uint8_t* u, float* s) {
   quantize_row_scalar(x, K, u, s);
 }
 
+void gelu_row(int isa, float* x, int64_t n);  // defined with the vector GELUs below
+
 // Quantize x [M, K] and pack it into blocks of MR tokens: out[mb][k4][r] = 4 bytes (u8 = q + 128).
 // Padding (columns past K, tokens past M) is 128, i.e. q = 0, which contributes nothing.
-void quantize_pack(int isa, const float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s) {
+// gelu_first: x is scratch that gets GELU in place, row by row, just before the row is quantized
+// (the fused FFN's intermediate). The row is then in L1; as part of the up projection's epilogue the
+// same GELU measured 3x slower (0.47 against 0.15 ms per MiniLM layer at 128 tokens, AVX2, 1 thread).
+void quantize_pack(int isa, float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s,
+                   bool gelu_first = false) {
   const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
   // At least ~64K values per task: a parallel region costs more than quantizing a small batch.
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, MR * K));
@@ -213,6 +219,7 @@ void quantize_pack(int isa, const float* x, int64_t M, int64_t K, int64_t MR, ui
       for (int64_t r = 0; r < MR; ++r) {
         int64_t m = mb * MR + r;
         if (m < M) {
+          if (gelu_first) gelu_row(isa, x + m * K, K);
           quantize_row(isa, x + m * K, K, row.data(), s + m);
         } else {
           std::fill(row.begin(), row.end(), (uint8_t)128);
@@ -252,6 +259,11 @@ constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -
 constexpr float kExp[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};  // highest first
 constexpr float kErfP = 0.3275911f;
+// |x| beyond which the formula rounds to exactly 1 in float32. Clamping there keeps exp(-x^2) and
+// r t exp(-x^2) out of the denormal range, where x86 arithmetic is many times slower: GELU of values
+// ~N(0, 10^2) took 1.8x as long without it. Outputs are bitwise the same as without the clamp (checked
+// on 3 million inputs over [-200, 200], +-3e38 and the infinities).
+constexpr float kErfSaturate = 4.0f;
 constexpr float kErf[5] = {1.061405429f, -1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
 }  // namespace poly
 
@@ -323,11 +335,12 @@ XTC_AVX512 __m512 exp_neg_avx512(__m512 x) {
 // fused GELU matches torch's own float GELU kernel to float rounding.
 XTC_AVX512 __m512 erf_avx512(__m512 x) {
   const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
-  const __m512 ax = _mm512_abs_ps(x), one = _mm512_set1_ps(1.f);
+  const __m512 ax = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(poly::kErfSaturate));  // NaN -> bound
+  const __m512 one = _mm512_set1_ps(1.f);
   const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(poly::kErfP), ax, one));
   __m512 r = _mm512_set1_ps(poly::kErf[0]);
   for (int i = 1; i < 5; ++i) r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(poly::kErf[i]));
-  const __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(x, x)));
+  const __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
   const __m512 y = _mm512_fnmadd_ps(_mm512_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(y), sign));
 }
@@ -432,11 +445,12 @@ XTC_AVX2 __m256 exp_neg_avx2(__m256 x) {
 
 XTC_AVX2 __m256 erf_avx2(__m256 x) {
   const __m256 signbit = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
-  const __m256 sign = _mm256_and_ps(x, signbit), ax = _mm256_andnot_ps(signbit, x), one = _mm256_set1_ps(1.f);
+  const __m256 sign = _mm256_and_ps(x, signbit), one = _mm256_set1_ps(1.f);
+  const __m256 ax = _mm256_min_ps(_mm256_andnot_ps(signbit, x), _mm256_set1_ps(poly::kErfSaturate));  // NaN -> bound
   const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(poly::kErfP), ax, one));
   __m256 r = _mm256_set1_ps(poly::kErf[0]);
   for (int i = 1; i < 5; ++i) r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(poly::kErf[i]));
-  const __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
+  const __m256 e = exp_neg_avx2(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(ax, ax)));
   const __m256 y = _mm256_fnmadd_ps(_mm256_mul_ps(e, t), r, one);  // 1 - r t exp(-x^2)
   return _mm256_xor_ps(y, sign);
 }
@@ -698,11 +712,11 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
       const int64_t m0 = c * CM, rows = std::min(CM, M - m0);
       GemmArgs g1{apd + c * CB * ap.size(1) * MR, s.data_ptr<float>() + m0, (const uint64_t*)wp1.data_ptr<int64_t>(),
                   c1.data_ptr<int32_t>(), a1.data_ptr<float>(), b1.data_ptr<float>(), h.data(), rows, N1,
-                  wp1.size(1), wp1.size(0), MR, wp1.size(2), (int)act};
+                  wp1.size(1), wp1.size(0), MR, wp1.size(2), ACT_NONE};  // act: applied by quantize_pack
       // column block outer: its weight tiles stay in L1 while the chunk's tokens (in L2) pass by
       for (int64_t cb = 0; cb < ceil_div(g1.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
         gemm_rows(isa, g1, 0, ceil_div(rows, MR), cb);
-      quantize_pack(isa, h.data(), rows, N1, MR, hp.data(), hs.data());  // nested: runs in this thread
+      quantize_pack(isa, h.data(), rows, N1, MR, hp.data(), hs.data(), act == ACT_GELU);  // nested: this thread
       GemmArgs g2{hp.data(), hs.data(), (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(),
                   a2.data_ptr<float>(), b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1),
                   wp2.size(0), MR, wp2.size(2), ACT_NONE};
@@ -713,20 +727,20 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   return y;
 }
 
-// Scalar and vector GELU of the epilogue, exposed for tests.
-torch::Tensor gelu(torch::Tensor x) {
-  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "xtc kernel: gelu takes float32");
-  x = x.contiguous();
-  auto y = torch::empty_like(x);
-  const float* px = x.data_ptr<float>();
-  float* py = y.data_ptr<float>();
-  const int64_t n = x.numel();
+void gelu_row(int isa, float* x, int64_t n) {
   int64_t i = 0;
 #if XTC_X86
-  if (active_isa() == ISA_AVX512) i = gelu_vec(px, py, n);
-  if (active_isa() == ISA_AVX2) i = gelu_vec_avx2(px, py, n);
+  if (isa == ISA_AVX512) i = gelu_vec(x, x, n);
+  if (isa == ISA_AVX2) i = gelu_vec_avx2(x, x, n);
 #endif
-  for (; i < n; ++i) py[i] = gelu_scalar(px[i]);
+  for (; i < n; ++i) x[i] = gelu_scalar(x[i]);
+}
+
+// The scalar and vector GELU of the kernels, exposed for tests.
+torch::Tensor gelu(torch::Tensor x) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "xtc kernel: gelu takes float32");
+  auto y = x.contiguous().clone();
+  gelu_row(active_isa(), y.data_ptr<float>(), y.numel());
   return y;
 }
 
