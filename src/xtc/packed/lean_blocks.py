@@ -4,11 +4,13 @@ Once the linears are packed, a block's own arithmetic at batch 1 is small (MiniL
 kernels per block at 128 tokens, 1 thread), and transformers' generic block code becomes a visible
 share of it: argument-deprecation wrappers that inspect signatures on every call, the
 attention-interface dispatch, the feed-forward chunking helper, a dozen module calls per block.
-Measured on MiniLM-L6 W1A8, 1 thread, batch 1: ~0.9 ms less per forward pass (2.1 against 2.8 ms
-at 1 token, 19.1 against 20.0 ms at 128; minimum CPU time of 150 alternating passes). The lean
-forward does the same arithmetic in the same order (query/key/value in one kernel call, SDPA,
-attention output + residual + LayerNorm, fused FFN + residual + LayerNorm), so its outputs equal
-transformers' to the last bit; tests compare the two.
+Measured on MiniLM-L6 W1A8 at batch 1: `benchmarks/bench_inference.py` (idle machine, separate
+processes) 19.6 against 23.6 ms at 128 tokens and 1 thread, 11.5 against 15.2 ms at 2 threads;
+passes alternating in one process gave smaller gaps (0.9-1.9 ms at 128 tokens, 2.1 against 2.8 ms
+at 1 token; minimum CPU time of 150 passes each). The lean forward does the same arithmetic in
+the same order (query/key/value in one kernel call, SDPA, attention output + residual + LayerNorm,
+fused FFN + residual + LayerNorm), so its outputs equal transformers' to the last bit; tests
+compare the two.
 
 Installed by ``load_packed`` on blocks of the BERT layout (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT:
 the same block code in transformers) by giving each block a subclass of its own class whose
