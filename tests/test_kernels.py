@@ -115,6 +115,9 @@ def test_fused_gelu_and_ffn(isa):
         hid = F.gelu(K.linear_reference(x, up, p1["alpha"][:i], p1["bias_p"][:i]))
         torch.testing.assert_close(y, K.linear_reference(hid, down, p2["alpha"][:h], p2["bias_p"][:h]),
                                    rtol=1e-5, atol=1e-4)
+        # the same GELU in a single linear's epilogue (packed_linear(act="gelu"); the FFN applies it
+        # before re-quantizing instead)
+        torch.testing.assert_close(K.packed_linear(x, p1, i, "gelu"), hid, rtol=1e-5, atol=1e-5)
 
 
 def test_packed_modules_kernel_and_torch_paths_agree():
