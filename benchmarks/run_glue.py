@@ -77,6 +77,9 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
     from xtc.recipe import QuantConfig
     from xtc.train import TrainConfig
 
+    # the code that trains is the code of this moment: later commits (results landing while the unit
+    # runs) must not be recorded as its source
+    started_at = commit()
     spec, glue = xtc.data.get_task(task), str(args.glue_dir)
     epochs = args.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)
     # random batches (not xtc's length-grouped default): the rows in the table were trained that way
@@ -148,7 +151,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         "dev_final": final_dev(out / "log.jsonl", spec),
         "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None, "warmup_epochs": cfg.warmup_epochs,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
-        "commit": commit(), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "commit": started_at, "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"
                    + (f" --epochs {args.epochs:g}" if args.epochs else "")
                    + (f" --latent-lr-scale {args.latent_lr_scale:g}" if args.latent_lr_scale is not None else ""),
