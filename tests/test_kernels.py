@@ -105,7 +105,9 @@ def test_fused_gelu_and_ffn(isa):
     # far tails (erf saturated, clamped inside the kernel): exactly x, and exactly 0, as torch gives
     tails = torch.cat([torch.linspace(6, 1e4, 997), torch.tensor([3e38])])
     assert torch.equal(ext.gelu(tails), tails) and torch.equal(ext.gelu(-tails), torch.zeros_like(tails))
-    assert torch.equal(F.gelu(tails), tails) and torch.equal(F.gelu(-tails), torch.zeros_like(tails))
+    # torch agrees up to 1e4; near float32's maximum its AVX-512 path overflows to inf (its AVX2 path
+    # does not), so the last value is compared with x only, above
+    assert torch.equal(F.gelu(tails[:-1]), tails[:-1]) and torch.equal(F.gelu(-tails), torch.zeros_like(tails))
     for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True)]:
         up, down = _codes(i, h, ternary, 6), _codes(h, i, ternary, 7)
         p1 = K.prepare_weights(up, torch.rand(i) * 0.1, torch.randn(i), ternary)
