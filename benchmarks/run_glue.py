@@ -15,8 +15,8 @@ pre-distilled model):
   3l_w1a8               the copied 3-layer student, binarized with KD from the teacher
   6l_w1a8_short         6l_w1a8 with 1/3 of the budget
   6l_w2a8_long / 6l_w1a8_long   6l_w2a8 / 6l_w1a8 with 3x the budget (the paper's long budget is 3x
-                        its short one), warm-up still one epoch, length-grouped batches (xtc's
-                        default; the 3-epoch rows pin random batches, which take ~1.4x the time)
+                        its short one), the warm-up of the shorter row (one epoch), length-grouped
+                        batches (xtc's default; the other rows pin random batches, ~1.4x the time)
   6l_w1a8_aug           6l_w1a8 on the augmented training set, same number of steps (needs --augmented-dir)
   6l_w2a8_paper_lr / 6l_w1a8_paper_lr   6l_w2a8 / 6l_w1a8 with the paper's single learning rate
                         (latent_lr_scale 1.0) instead of xtc's faster-learning latent weights
