@@ -12,11 +12,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from run_glue import ROWS as ROW_ORDER  # the table lists rows in the runner's order
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "glue"
 README = HERE / "README.md"
-ROW_ORDER = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8",
-             "6l_w1a8_short", "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr"]
 TASK_ORDER = ["mrpc", "stsb", "rte", "cola", "sst2"]
 FP32_MINILM_BYTES = 90_868_376  # model.safetensors of all-MiniLM-L6-v2 (FP32), for the size column
 
