@@ -97,17 +97,33 @@ def plot(cells: dict) -> None:
     except ImportError:
         print("matplotlib missing: pip install -e .[bench] for the plot")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (task, row), runs in sorted(cells.items()):
+    # Colour says the row, marker the task: one legend entry per row and per task stays readable
+    # as the table grows (an entry per point did not).
+    points = {}  # (task, row) -> (MB, mean metric), for the rows that have a file size
+    for (task, row), runs in cells.items():
         size = runs[0].get("packed_bytes") or (FP32_MINILM_BYTES if row == "teacher" else None)
         if size:
-            ax.scatter(size / 1e6, statistics.mean(main_value(r) for r in runs), label=f"{task} {row}")
+            points[task, row] = (size / 1e6, statistics.mean(main_value(r) for r in runs))
+    rows = [r for r in ROW_ORDER if any(row == r for _, row in points)]
+    tasks = sorted({task for task, _ in points})
+    colours = {row: plt.cm.tab20(i % 20) for i, row in enumerate(rows)}
+    markers = dict(zip(tasks, "os^Dv<>ph*"))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (task, row), (mb, value) in sorted(points.items()):
+        ax.scatter(mb, value, color=colours[row], marker=markers[task], s=28)
     ax.set_xscale("log")
     ax.set_xlabel("model file size (MB, log scale; packed file for quantized rows)")
     ax.set_ylabel("dev metric (x100)")
-    ax.legend(fontsize=6)
+    row_keys = [plt.Line2D([], [], ls="", marker="o", color=colours[r], label=r) for r in rows]
+    task_keys = [plt.Line2D([], [], ls="", marker=markers[t], color="grey", label=t) for t in tasks]
+    first = ax.legend(handles=row_keys, fontsize=7, title="row", title_fontsize=7,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.add_artist(first)
+    second = ax.legend(handles=task_keys, fontsize=7, title="task", title_fontsize=7,
+                       loc="lower left", bbox_to_anchor=(1.01, 0.0))
     fig.tight_layout()
-    fig.savefig(HERE / "metric_vs_size.png", dpi=120)
+    # "tight" with the legends named, so that the image grows to hold them outside the axes
+    fig.savefig(HERE / "metric_vs_size.png", dpi=120, bbox_inches="tight", bbox_extra_artists=[first, second])
 
 
 def main():
