@@ -101,11 +101,14 @@ def plot(cells: dict) -> None:
     # as the table grows (an entry per point did not).
     points = {}  # (task, row) -> (MB, mean metric), for the rows that have a file size
     for (task, row), runs in cells.items():
+        if task not in TASK_ORDER:  # as in the table: only the five tasks
+            continue
         size = runs[0].get("packed_bytes") or (FP32_MINILM_BYTES if row == "teacher" else None)
         if size:
             points[task, row] = (size / 1e6, statistics.mean(main_value(r) for r in runs))
-    rows = [r for r in ROW_ORDER if any(row == r for _, row in points)]
-    tasks = sorted({task for task, _ in points})
+    # the same orders as the table's rows and columns, so the legends read like the table
+    rows = [r for r in ROW_ORDER if any(k[1] == r for k in points)]
+    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in points)]
     colours = {row: plt.cm.tab20(i % 20) for i, row in enumerate(rows)}
     markers = dict(zip(tasks, "os^Dv<>ph*"))
     fig, ax = plt.subplots(figsize=(8, 4.5))
