@@ -52,8 +52,15 @@ def table(cells: dict) -> str:
     tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
     rows = [r for r in ROW_ORDER if any(k[1] == r for k in cells)]
     head = ["row"] + [t for t in tasks] + ["avg", "vs teacher", "packed MB", "train wall (min, per task)"]
-    teacher = {t: statistics.mean(main_value(r) for r in cells[(t, "teacher")]) for t in tasks
-               if (t, "teacher") in cells}
+    teacher = {(t, r["seed"]): main_value(r) for t in tasks for r in cells.get((t, "teacher"), [])}
+    teacher_mean = {t: statistics.mean(main_value(r) for r in cells[(t, "teacher")]) for t in tasks
+                    if (t, "teacher") in cells}
+
+    def gap(t: str, runs: list[dict]) -> float:
+        # paired: each run against the teacher of its own seed (its distillation teacher), so a
+        # one-seed row is not compared with a mean over seeds it never saw; the seeds' mean otherwise
+        return statistics.mean(main_value(r) - teacher.get((t, r["seed"]), teacher_mean[t]) for r in runs)
+
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         vals, out, sizes, walls = [], [row], [], []
@@ -67,8 +74,7 @@ def table(cells: dict) -> str:
         complete = len(vals) == len(tasks)
         out.append(f"{statistics.mean(vals):.1f}" if complete else "–")
         # the goals are stated against the teacher: mean gap over the tasks this row has so far
-        gaps = [statistics.mean(main_value(r) for r in cells[(t, row)]) - teacher[t] for t in tasks
-                if (t, row) in cells and t in teacher]
+        gaps = [gap(t, cells[(t, row)]) for t in tasks if (t, row) in cells and t in teacher_mean]
         out.append("" if row == "teacher" or not gaps else f"{statistics.mean(gaps):+.1f} ({len(gaps)} tasks)")
         out.append(f"{sizes[0] / 1e6:.2f}" if sizes else ("90.9 (FP32)" if row == "teacher" else "–"))
         out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
@@ -84,7 +90,7 @@ def table(cells: dict) -> str:
         f"deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean){single_seeds}; " \
         "avg = mean of each task's main metric " \
         "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to the teacher's main " \
-        "metric over the tasks the row has run.\n\nReproduce a cell:\n```\n" + \
+        "metric over the tasks the row has run, each run against the teacher of its own seed.\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 
 
