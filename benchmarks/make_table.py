@@ -48,9 +48,14 @@ def cell(runs: list[dict]) -> str:
     return "/".join(parts) + note + (f" n={len(runs)}" if len(runs) > 1 else "")
 
 
+def tasks_and_rows(keys) -> tuple[list[str], list[str]]:
+    """The tasks and rows present among (task, row) keys, in the table's column and row order."""
+    return ([t for t in TASK_ORDER if any(k[0] == t for k in keys)],
+            [r for r in ROW_ORDER if any(k[1] == r for k in keys)])
+
+
 def table(cells: dict) -> str:
-    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
-    rows = [r for r in ROW_ORDER if any(k[1] == r for k in cells)]
+    tasks, rows = tasks_and_rows(cells)
     head = ["row"] + [t for t in tasks] + ["avg", "vs teacher", "packed MB", "train wall (min, per task)"]
     teacher = {(t, r["seed"]): main_value(r) for t in tasks for r in cells.get((t, "teacher"), [])}
     teacher_mean = {t: statistics.mean(main_value(r) for r in cells[(t, "teacher")]) for t in tasks
@@ -90,7 +95,8 @@ def table(cells: dict) -> str:
         f"deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean){single_seeds}; " \
         "avg = mean of each task's main metric " \
         "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to the teacher's main " \
-        "metric over the tasks the row has run, each run against the teacher of its own seed.\n\nReproduce a cell:\n```\n" + \
+        "metric over the tasks the row has run, each run against the teacher of its own seed." \
+        "\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 
 
@@ -113,8 +119,7 @@ def plot(cells: dict) -> None:
         if size:
             points[task, row] = (size / 1e6, statistics.mean(main_value(r) for r in runs))
     # the same orders as the table's rows and columns, so the legends read like the table
-    rows = [r for r in ROW_ORDER if any(k[1] == r for k in points)]
-    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in points)]
+    tasks, rows = tasks_and_rows(points)
     colours = {row: plt.cm.tab20(i % 20) for i, row in enumerate(rows)}
     markers = dict(zip(tasks, "os^Dv<>ph*"))
     fig, ax = plt.subplots(figsize=(8, 4.5))
