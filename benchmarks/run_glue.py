@@ -20,6 +20,8 @@ pre-distilled model):
   6l_w1a8_aug           6l_w1a8 on the augmented training set, same number of steps (needs --augmented-dir)
   6l_w2a8_paper_lr / 6l_w1a8_paper_lr   6l_w2a8 / 6l_w1a8 with the paper's single learning rate
                         (latent_lr_scale 1.0) instead of xtc's faster-learning latent weights
+  6l_w1a8_long_row      6l_w1a8_long with one binary scale per output row of every linear weight
+                        (XTC's row-wise option) instead of one per matrix: still 1-bit codes
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ RESULTS = HERE / "results" / "glue"
 RUNS = ROOT / "runs" / "bench"
 
 ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
-        "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr"]
+        "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr",
+        "6l_w1a8_long_row"]
 EPOCHS = {"sst2": 0.5}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -112,7 +115,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if row.endswith("_long"):
+        if row.endswith(("_long", "_long_row")):
             # the warm-up keeps its length (one epoch at most); only the decay gets longer
             cfg = replace(cfg, epochs=3 * epochs, group_by_length=True)
         if row in ("6l_w2a8", "6l_w2a8_paper_lr", "6l_w2a8_long"):
@@ -121,6 +124,8 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
                 cfg = replace(cfg, latent_lr_scale=1.0)
         elif row == "6l_w1a8_paper_lr":
             bits, kwargs, cfg = 1, dict(quant=w1), replace(cfg, latent_lr_scale=1.0)
+        elif row == "6l_w1a8_long_row":
+            bits, kwargs = 1, dict(quant=QuantConfig(weight_bits=1, groups="row"))
         elif row in ("6l_w1a8", "6l_w1a8_short", "6l_w1a8_aug", "6l_w1a8_long"):
             bits, kwargs = 1, dict(quant=w1)
             if row == "6l_w1a8_short":
@@ -156,6 +161,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         "steps": summary["steps"], "train_wall_s": summary["train_wall_s"],
         "dev_final": final_dev(out / "log.jsonl", spec),
         "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None, "warmup_epochs": cfg.warmup_epochs,
+        "weight_groups": kwargs["quant"].groups if "quant" in kwargs else None,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": started_at, "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"
