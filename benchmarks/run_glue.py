@@ -22,6 +22,8 @@ pre-distilled model):
                         (latent_lr_scale 1.0) instead of xtc's faster-learning latent weights
   6l_w1a8_long_row      6l_w1a8_long with one binary scale per output row of every linear weight
                         (XTC's row-wise option) instead of one per matrix: still 1-bit codes
+  6l_w1a8_long_row_aug  6l_w1a8_long_row on the augmented training set, same number of steps
+                        (needs --augmented-dir)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ RUNS = ROOT / "runs" / "bench"
 
 ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
         "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr",
-        "6l_w1a8_long_row"]
+        "6l_w1a8_long_row", "6l_w1a8_long_row_aug"]
 EPOCHS = {"sst2": 0.5}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -99,6 +101,18 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
     def steps_per_epoch() -> int:  # of the original training set (read only by the rows that need it)
         return math.ceil(len(xtc.data.load_split(spec, "train", glue)) / student_cfg.batch_size)
 
+    def on_augmented_set(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+        """cfg trained on the augmented file with the same budget: as many steps (and warm-up steps, and
+        evaluations) as its epochs of the original training set take."""
+        train_file = Path(args.augmented_dir) / spec.dir_name / "train.tsv"
+        if not train_file.exists():
+            raise SystemExit(f"no augmented data at {train_file}: run `xtc augment --task {task} "
+                             f"--glue-dir {glue} --output {args.augmented_dir}` first")
+        per_epoch = steps_per_epoch()
+        per_aug_epoch = math.ceil(len(xtc.data.read_tsv(spec, train_file)) / cfg.batch_size)
+        return replace(cfg, max_steps=round(per_epoch * cfg.epochs), eval_steps=cfg.eval_steps or per_epoch,
+                       warmup_epochs=cfg.warmup_epochs * per_epoch / per_aug_epoch), str(train_file)
+
     if epochs < 1:  # a sub-epoch budget (SST-2) is evaluated three times, like the 3-epoch ones
         every = math.ceil(steps_per_epoch() * epochs / 3)
         student_cfg, teacher_cfg = replace(student_cfg, eval_steps=every), replace(teacher_cfg, eval_steps=every)
@@ -115,7 +129,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if row.endswith(("_long", "_long_row")):
+        if row.endswith(("_long", "_long_row", "_long_row_aug")):
             # the warm-up keeps its length (one epoch at most); only the decay gets longer
             cfg = replace(cfg, epochs=3 * epochs, group_by_length=True)
         if row in ("6l_w2a8", "6l_w2a8_paper_lr", "6l_w2a8_long"):
@@ -124,24 +138,16 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
                 cfg = replace(cfg, latent_lr_scale=1.0)
         elif row == "6l_w1a8_paper_lr":
             bits, kwargs, cfg = 1, dict(quant=w1), replace(cfg, latent_lr_scale=1.0)
-        elif row == "6l_w1a8_long_row":
+        elif row in ("6l_w1a8_long_row", "6l_w1a8_long_row_aug"):
             bits, kwargs = 1, dict(quant=QuantConfig(weight_bits=1, groups="row"))
+            if row == "6l_w1a8_long_row_aug":
+                cfg, kwargs["train_file"] = on_augmented_set(cfg)
         elif row in ("6l_w1a8", "6l_w1a8_short", "6l_w1a8_aug", "6l_w1a8_long"):
             bits, kwargs = 1, dict(quant=w1)
             if row == "6l_w1a8_short":
                 cfg = replace(cfg, epochs=epochs / 3, warmup_epochs=cfg.warmup_epochs / 3)
-            if row == "6l_w1a8_aug":
-                # same budget as 6l_w1a8: as many steps (and warm-up steps, and evaluations) as its epochs
-                # of the original training set take, drawn from the augmented one
-                train_file = Path(args.augmented_dir) / spec.dir_name / "train.tsv"
-                if not train_file.exists():
-                    raise SystemExit(f"no augmented data at {train_file}: run `xtc augment --task {task} "
-                                     f"--glue-dir {glue} --output {args.augmented_dir}` first")
-                kwargs["train_file"] = str(train_file)
-                per_epoch = steps_per_epoch()
-                per_aug_epoch = math.ceil(len(xtc.data.read_tsv(spec, train_file)) / cfg.batch_size)
-                cfg = replace(cfg, max_steps=round(per_epoch * epochs), eval_steps=per_epoch,
-                              warmup_epochs=cfg.warmup_epochs * per_epoch / per_aug_epoch)
+            if row == "6l_w1a8_aug":  # same budget as 6l_w1a8, drawn from the augmented training set
+                cfg, kwargs["train_file"] = on_augmented_set(cfg)
         elif row == "3l_fp32_copy":
             layers, kwargs = 3, dict(layers=[1, 3, 5])
         elif row == "3l_fp32_predistilled":
