@@ -129,7 +129,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if row.endswith(("_long", "_long_row", "_long_row_aug")):
+        if "_long" in row:  # 6l_w2a8_long, 6l_w1a8_long and its _row / _row_aug variants
             # the warm-up keeps its length (one epoch at most); only the decay gets longer
             cfg = replace(cfg, epochs=3 * epochs, group_by_length=True)
         if row in ("6l_w2a8", "6l_w2a8_paper_lr", "6l_w2a8_long"):
