@@ -24,6 +24,8 @@ pre-distilled model):
                         (XTC's row-wise option) instead of one per matrix: still 1-bit codes
   6l_w1a8_long_row_aug  6l_w1a8_long_row on the augmented training set, same number of steps
                         (needs --augmented-dir)
+  6l_w1a8_xlong_row     6l_w1a8_long_row with 6x the budget instead of 3x: 18 epochs, the paper's
+                        quantization budget on MNLI/QQP (SST-2: 3 epochs)
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ RUNS = ROOT / "runs" / "bench"
 
 ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
         "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr",
-        "6l_w1a8_long_row", "6l_w1a8_long_row_aug"]
+        "6l_w1a8_long_row", "6l_w1a8_long_row_aug", "6l_w1a8_xlong_row"]
 EPOCHS = {"sst2": 0.5}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -129,16 +131,16 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if "_long" in row:  # 6l_w2a8_long, 6l_w1a8_long and its _row / _row_aug variants
+        if "_long" in row or "_xlong" in row:  # 3x (6x) the budget: the _long (_xlong) rows
             # the warm-up keeps its length (one epoch at most); only the decay gets longer
-            cfg = replace(cfg, epochs=3 * epochs, group_by_length=True)
+            cfg = replace(cfg, epochs=(6 if "_xlong" in row else 3) * epochs, group_by_length=True)
         if row in ("6l_w2a8", "6l_w2a8_paper_lr", "6l_w2a8_long"):
             bits, kwargs = 2, dict(quant=w2)
             if row == "6l_w2a8_paper_lr":
                 cfg = replace(cfg, latent_lr_scale=1.0)
         elif row == "6l_w1a8_paper_lr":
             bits, kwargs, cfg = 1, dict(quant=w1), replace(cfg, latent_lr_scale=1.0)
-        elif row in ("6l_w1a8_long_row", "6l_w1a8_long_row_aug"):
+        elif row in ("6l_w1a8_long_row", "6l_w1a8_long_row_aug", "6l_w1a8_xlong_row"):
             bits, kwargs = 1, dict(quant=QuantConfig(weight_bits=1, groups="row"))
             if row == "6l_w1a8_long_row_aug":
                 cfg, kwargs["train_file"] = on_augmented_set(cfg)
