@@ -49,6 +49,8 @@ RUNS = ROOT / "runs" / "bench"
 ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short",
         "6l_w2a8_long", "6l_w1a8_long", "6l_w1a8_aug", "6l_w2a8_paper_lr", "6l_w1a8_paper_lr",
         "6l_w1a8_long_row", "6l_w1a8_long_row_aug", "6l_w1a8_xlong_row"]
+# a word in the row's name that multiplies the budget: 6l_w1a8_long_row trains 3x as long, *_xlong_* 6x
+BUDGET_SCALE = {"long": 3, "xlong": 6}
 EPOCHS = {"sst2": 0.5}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -131,9 +133,9 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = teacher_cfg
         summary = finetune(str(args.model), task, out, glue, cfg, resume=True)
     else:
-        if "_long" in row or "_xlong" in row:  # 3x (6x) the budget: the _long (_xlong) rows
-            # the warm-up keeps its length (one epoch at most); only the decay gets longer
-            cfg = replace(cfg, epochs=(6 if "_xlong" in row else 3) * epochs, group_by_length=True)
+        scale = next((BUDGET_SCALE[word] for word in row.split("_") if word in BUDGET_SCALE), None)
+        if scale:  # the warm-up keeps its length (one epoch at most); only the decay gets longer
+            cfg = replace(cfg, epochs=scale * epochs, group_by_length=True)
         if row in ("6l_w2a8", "6l_w2a8_paper_lr", "6l_w2a8_long"):
             bits, kwargs = 2, dict(quant=w2)
             if row == "6l_w2a8_paper_lr":
