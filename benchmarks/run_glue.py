@@ -26,6 +26,13 @@ pre-distilled model):
                         (needs --augmented-dir)
   6l_w1a8_xlong_row     6l_w1a8_long_row with 6x the budget instead of 3x: 18 epochs, the paper's
                         quantization budget on MNLI/QQP (SST-2: 3 epochs)
+
+The paper's scale (issue 32): all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
+../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Rows are a table (MPNET_ROWS):
+  mpnet_teacher         MPNet-base fine-tuned, FP32, learning rate 2e-5 (BERT-base's usual rate)
+  mpnet_12l_w2a8 / mpnet_12l_w1a8   all 12 layers, ternary / binary, KD from the teacher
+  mpnet_6l_fp32_copy / mpnet_5l_fp32_copy   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied, FP32 KD
+  mpnet_6l_w2a8 / mpnet_6l_w1a8 / mpnet_5l_w1a8   the copied student above, quantized with KD
 """
 
 from __future__ import annotations
@@ -51,6 +58,20 @@ ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled",
         "6l_w1a8_long_row", "6l_w1a8_long_row_aug", "6l_w1a8_xlong_row"]
 # a word in the row's name that multiplies the budget: 6l_w1a8_long_row trains 3x as long, *_xlong_* 6x
 BUDGET_SCALE = {"long": 3, "xlong": 6}
+# The paper-scale rows: (weight bits, teacher layers copied, the row whose model the student starts from).
+# Every student distils from mpnet_teacher of its task and seed.
+MPNET_6L, MPNET_5L = [1, 3, 5, 7, 9, 11], [2, 4, 6, 8, 10]  # 0-based; XTC's choice: every other layer
+MPNET_ROWS = {
+    "mpnet_teacher": (32, None, None),
+    "mpnet_12l_w2a8": (2, None, None),
+    "mpnet_12l_w1a8": (1, None, None),
+    "mpnet_6l_fp32_copy": (32, MPNET_6L, None),
+    "mpnet_5l_fp32_copy": (32, MPNET_5L, None),
+    "mpnet_6l_w2a8": (2, MPNET_6L, "mpnet_6l_fp32_copy"),
+    "mpnet_6l_w1a8": (1, MPNET_6L, "mpnet_6l_fp32_copy"),
+    "mpnet_5l_w1a8": (1, MPNET_5L, "mpnet_5l_fp32_copy"),
+}
+MPNET_TEACHER_LR = 2e-5
 EPOCHS = {"sst2": 0.5}  # SST-2 (67k examples) gets a smaller budget here; everything else 3 epochs
 DEFAULT_EPOCHS = 3.0
 
@@ -121,6 +142,8 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         every = math.ceil(steps_per_epoch() * epochs / 3)
         student_cfg, teacher_cfg = replace(student_cfg, eval_steps=every), replace(teacher_cfg, eval_steps=every)
     out = RUNS / f"{task}-{row}-{seed}"
+    if row in MPNET_ROWS:
+        return run_mpnet_unit(task, row, seed, args, spec, teacher_cfg, student_cfg, out)
     teacher_dir = RUNS / f"{task}-teacher-{seed}" / "model"
     if row != "teacher" and not teacher_dir.exists():
         # The teacher's result file can outlive its model (runs/ is not committed): train it again
@@ -162,14 +185,49 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
                 raise SystemExit(f"run 3l_fp32_copy first: {task} 3l_fp32_copy {seed}")
             bits, layers, kwargs = 1, 3, dict(student=str(copy_dir), quant=w1)
         else:
-            raise SystemExit(f"unknown row {row}; rows: {', '.join(ROWS)}")
+            raise SystemExit(f"unknown row {row}; rows: {', '.join(ROWS + list(MPNET_ROWS))}")
         summary = distill(str(teacher_dir), task, out, glue, config=cfg, resume=True, **kwargs)
+    return unit_result(task, row, seed, args, spec, summary, bits, layers, cfg, kwargs, out, started_at)
+
+
+def run_mpnet_unit(task, row, seed, args, spec, teacher_cfg, student_cfg, out) -> dict:
+    from xtc.pipeline import distill, finetune
+    from xtc.recipe import QuantConfig
+
+    started_at = commit()
+    glue = str(args.glue_dir)
+    bits, keep, start_row = MPNET_ROWS[row]
+    # length-grouped batches (xtc's default; ~0.7x the step time of random ones): CPU time is scarce here
+    teacher_cfg = replace(teacher_cfg, learning_rate=MPNET_TEACHER_LR, group_by_length=True)
+    student_cfg = replace(student_cfg, group_by_length=True)
+    teacher_dir = RUNS / f"{task}-mpnet_teacher-{seed}" / "model"
+    if row == "mpnet_teacher":
+        summary = finetune(str(args.mpnet_dir), task, out, glue, teacher_cfg, resume=True)
+        return unit_result(task, row, seed, args, spec, summary, 32, 12, teacher_cfg, {}, out, started_at)
+    if not teacher_dir.exists():
+        print(f"[teacher] {task} seed {seed}: no model at {teacher_dir}, fine-tuning it", flush=True)
+        finetune(str(args.mpnet_dir), task, teacher_dir.parent, glue, teacher_cfg, resume=True)
+    kwargs = {"quant": QuantConfig(weight_bits=bits)} if bits < 32 else {}
+    if start_row:
+        start = RUNS / f"{task}-{start_row}-{seed}" / "model"
+        if not start.exists():
+            raise SystemExit(f"run {start_row} first: {task} {start_row} {seed}")
+        kwargs["student"] = str(start)
+    elif keep:
+        kwargs["layers"] = keep
+    summary = distill(str(teacher_dir), task, out, glue, config=student_cfg, resume=True, **kwargs)
+    return unit_result(task, row, seed, args, spec, summary, bits, len(keep) if keep else 12, student_cfg,
+                       kwargs, out, started_at)
+
+
+def unit_result(task, row, seed, args, spec, summary, bits, layers, cfg, kwargs, out, started_at) -> dict:
     return {
         "task": task, "row": row, "seed": seed, "metric_names": list(spec.metrics),
         "main_metric": spec.main_metric, "metrics": summary["dev"], "weight_bits": bits,
         "activation_bits": 8 if bits < 32 else None, "layers": layers, "epochs": summary["epochs"],
         "steps": summary["steps"], "train_wall_s": summary["train_wall_s"],
         "dev_final": final_dev(out / "log.jsonl", spec),
+        "learning_rate": cfg.learning_rate,
         "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None, "warmup_epochs": cfg.warmup_epochs,
         "weight_groups": kwargs["quant"].groups if "quant" in kwargs else None,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
@@ -186,6 +244,8 @@ def main():
     ap.add_argument("--rows", nargs="+", default=ROWS[:7])
     ap.add_argument("--seeds", nargs="+", type=int, default=[42])
     ap.add_argument("--model", default=str(SHARED / "models" / "all-MiniLM-L6-v2"))
+    ap.add_argument("--mpnet-dir", default=str(Path.home() / ".cache" / "xtc-models" / "all-mpnet-base-v2"),
+                    help="all-mpnet-base-v2 for the mpnet_* rows (../shared/models/fetch_mpnet_base.sh DEST)")
     ap.add_argument("--glue-dir", default=str(SHARED / "glue"))
     ap.add_argument("--augmented-dir", default=str(ROOT / "runs" / "augmented"))
     ap.add_argument("--lr", type=float, default=5e-5)

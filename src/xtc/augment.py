@@ -38,6 +38,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
 from .data import DataError, Example, get_task, load_split, write_split
 
 # BERT's basic tokenizer, as a regex: runs of letters/digits are words, every other visible char stands alone.
@@ -222,9 +223,9 @@ class MaskedLMCandidates(CandidateSource):
         if isinstance(model, (str, Path)):
             model, tokenizer = load_masked_lm(model)
         if tokenizer is None:
-            raise ValueError("MaskedLMCandidates needs the tokenizer of the masked LM")
+            raise ConfigError("MaskedLMCandidates needs the tokenizer of the masked LM")
         if tokenizer.mask_token_id is None:
-            raise ValueError("the masked LM's tokenizer has no mask token")
+            raise ConfigError("the masked LM's tokenizer has no mask token")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.top_k, self.batch_size, self.max_length, self.mask_rate = top_k, batch_size, max_length, mask_rate
         self._pieces: dict[str, list[int]] = {}
@@ -347,9 +348,9 @@ def augment_examples(examples: Sequence[Example], tokenizer, *, mlm=None, word_v
     inputs and ``seed``: each example draws from its own generator, whatever the batching.
     """
     if not 0.0 <= replace_prob <= 1.0:
-        raise ValueError(f"replace_prob must be in [0, 1], got {replace_prob}")
+        raise ConfigError(f"replace_prob must be in [0, 1], got {replace_prob}")
     if copies < 0 or top_k < 1:
-        raise ValueError(f"copies must be >= 0 and top_k >= 1, got copies={copies}, top_k={top_k}")
+        raise ConfigError(f"copies must be >= 0 and top_k >= 1, got copies={copies}, top_k={top_k}")
     if isinstance(mlm, (str, Path)):
         mlm = MaskedLMCandidates(mlm, top_k=top_k, batch_size=batch_size, max_length=max_length,
                                  mask_rate=mask_rate)
@@ -368,7 +369,7 @@ def augment_examples(examples: Sequence[Example], tokenizer, *, mlm=None, word_v
     # multi-piece words: word vectors first, the embedding matrix for what they do not know
     by_word = [s for s in (word_vectors, embeddings) if s is not None]
     if mlm is None and not by_word:
-        raise ValueError("augmentation needs a candidate source: mlm, word_vectors or embedding_matrix")
+        raise ConfigError("augmentation needs a candidate source: mlm, word_vectors or embedding_matrix")
 
     # 1. split every sentence into tokens; the teacher's tokenizer says which words are single pieces
     fields = ("text_a", "text_b") if both_sentences else ("text_a",)
@@ -456,7 +457,7 @@ def augment_task(task, glue_dir: str | Path | None, output_dir: str | Path, *, c
     started = time.perf_counter()
     spec = get_task(task)
     if model is None and mlm is None:
-        raise ValueError("give model (the teacher's tokenizer and embeddings) or mlm (a masked LM)")
+        raise ConfigError("give model (the teacher's tokenizer and embeddings) or mlm (a masked LM)")
     copies = _COPIES.get(spec.name, DEFAULT_COPIES) if copies is None else copies
     examples = load_split(spec, "train", glue_dir)
 

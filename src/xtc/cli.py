@@ -11,22 +11,40 @@ from typing import Optional
 
 import typer
 
+from .errors import ConfigError, XTCError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Extreme compression (1-2 bit weights) of pre-trained transformers, XTC-style.")
 
 
 def _friendly_errors(fn):
-    """Known input problems end in one line on stderr and exit code 2, never a traceback."""
+    """A mistake the user can fix ends in one ``error:`` line on stderr and exit code 2, never a
+    traceback: every ``XTCError`` (bad options, data, models, files, run folders) and every
+    operating-system refusal (a read-only or full disk, a missing permission). Anything else is a bug
+    in xtc: its traceback stays, followed by a line that says so."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .errors import user_errors
-
         try:
             return fn(*args, **kwargs)
-        except user_errors() as e:
+        except XTCError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except OSError as e:
+            if e.errno is None:  # raised by code, not by the operating system: not a user's mistake
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"error: {where}{e.strerror or e}", err=True)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            typer.echo(f"xtc {fn.__name__}: the error above is a bug in xtc, not in your input; please report it "
+                       "with the traceback (a run's own log stays in RUN/<stage>/log.jsonl)", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -38,7 +56,7 @@ def _parse_layers(layers: Optional[str]) -> Optional[list[int]]:
         return [int(x) for x in layers.split(",") if x.strip()]
     except ValueError:
         # ValueError: printed by _friendly_errors as one line, like every other bad input
-        raise ValueError(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}") from None
+        raise ConfigError(f"--layers must be comma-separated layer numbers such as 1,3,5, got {layers!r}") from None
 
 
 def _parse_groups(groups: str) -> int | str:
@@ -48,7 +66,7 @@ def _parse_groups(groups: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--groups must be a whole number (1 = one scale per matrix) or 'row', got {groups!r}") from None
+        raise ConfigError(f"--groups must be a whole number (1 = one scale per matrix) or 'row', got {groups!r}") from None
 
 
 def _train_overrides(cfg, epochs, lr, batch_size, max_steps, eval_steps, max_length, seed, warmup_epochs=None,
@@ -353,7 +371,8 @@ def predict(
     input: Path = typer.Option(Path("-"), "--input", "-i", help="sentences, one per line (pairs: tab-separated); - = stdin"),
     output: Path = typer.Option(Path("-"), "--output", "-o", help="TSV of labels and scores; - = stdout"),
     batch_size: int = typer.Option(32, help="sentences per batch"),
-    max_length: int = typer.Option(128, help="maximum tokens per input"),
+    max_length: Optional[int] = typer.Option(None, help="maximum tokens per input, longer ones are cut "
+                                                        "(default: 128, or the model's limit if lower)"),
 ):
     """Run a packed model on your sentences, without any training code."""
     from .packed.cli import predict_cmd

@@ -31,10 +31,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
 HUB_DATASET = "nyu-mll/glue"
-
-
-class DataError(ValueError):
-    """A problem with the input data; the message is one line naming the file and what would fix it."""
+from .errors import DataError  # noqa: F401  (re-exported: raised here, defined there)
 
 
 @dataclass(frozen=True)
@@ -440,7 +437,7 @@ class TokenizedDataset(torch.utils.data.Dataset):
         self.examples = list(examples)
         pairs = [e.text_b is not None for e in self.examples]
         if any(pairs) and not all(pairs):
-            raise ValueError("examples mix single sentences and sentence pairs; one task has one kind")
+            raise DataError("examples mix single sentences and sentence pairs; one task has one kind")
         text_a = [e.text_a for e in self.examples]
         text_b = [e.text_b for e in self.examples] if any(pairs) else None
         # explicit padding=False: tokenizer.json files may carry a saved padding setting

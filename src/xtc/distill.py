@@ -31,6 +31,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from .errors import ConfigError, UnsupportedModelError
+
 SCORE_CAPTURE_ATTENTION = "xtc_kd"
 
 
@@ -116,7 +118,7 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
         found += [m for m in heads if not any(c is not m and any(c is h for h in heads) for c in m.modules())]
     if not found:
         kind = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ValueError(f"cannot find the attention modules of a {kind!r} model to capture its attention "
+        raise UnsupportedModelError(f"cannot find the attention modules of a {kind!r} model to capture its attention "
                          "scores; distil it with att_weight=0 (no attention loss)")
     return found
 
@@ -134,7 +136,7 @@ def _capture_at_softmax(model: nn.Module, sink: list) -> Iterator[None]:
         window = _softmax_window.current
         _softmax_window.current = _softmax_window.stack.pop()
         if not window["done"]:
-            raise RuntimeError(f"{type(module).__name__} ran without calling torch.nn.functional.softmax, so "
+            raise UnsupportedModelError(f"{type(module).__name__} ran without calling torch.nn.functional.softmax, so "
                                "its attention scores cannot be captured; distil with att_weight=0")
 
     handles = []
@@ -201,7 +203,7 @@ class DistillConfig:
 
     def __post_init__(self):
         if self.averaging not in ("tokens", "reference"):
-            raise ValueError(f"averaging must be 'tokens' or 'reference', got {self.averaging!r}")
+            raise ConfigError(f"averaging must be 'tokens' or 'reference', got {self.averaging!r}")
 
 
 def _masked_mse(s: torch.Tensor, t: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
@@ -326,7 +328,7 @@ class Distiller(nn.Module):
             p.requires_grad_(False)
         n_teacher = self.teacher.config.num_hidden_layers
         if max(layer_map) >= n_teacher:
-            raise ValueError(f"layer map {list(layer_map)} refers past the teacher's {n_teacher} layers")
+            raise ConfigError(f"layer map {list(layer_map)} refers past the teacher's {n_teacher} layers")
         self.layer_map, self.config = list(layer_map), config
         self._n_teacher = n_teacher
         enable_score_capture(self.teacher)
@@ -339,7 +341,7 @@ class Distiller(nn.Module):
         with capture_attention_scores(self.student) as s_scores:
             s_out = self.student(**batch, output_hidden_states=True)
         if self.config.att_weight and (len(t_scores), len(s_scores)) != (self._n_teacher, len(self.layer_map)):
-            raise RuntimeError(f"captured attention scores of {len(t_scores)} teacher / {len(s_scores)} student "
+            raise UnsupportedModelError(f"captured attention scores of {len(t_scores)} teacher / {len(s_scores)} student "
                                f"layers, expected {self._n_teacher} / {len(self.layer_map)}: this model's "
                                "attention is not captured correctly; distil with att_weight=0")
         loss, parts = distillation_loss(s_out, t_out, s_scores, t_scores, mask, self.layer_map,

@@ -27,6 +27,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
 from . import __version__
 from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_tsv
 from .distill import DistillConfig
@@ -35,14 +36,6 @@ from .recipe import QuantConfig, Recipe
 from .surgery import XTCConfig, layer_map, load_quantized, quantize_, reduce_layers
 from .token_classification import dataset_for, model_class_for, pad_concat
 from .train import TrainConfig, train_stage
-
-
-class RunFolderError(ValueError):
-    pass
-
-
-class ModelLoadError(ValueError):
-    pass
 
 
 def _load_model(name_or_path: str, task: TaskSpec):
@@ -82,7 +75,7 @@ def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: in
     :func:`xtc.custom_data.load_custom_task`) instead of the GLUE files."""
     if examples is not None:
         if train_file:
-            raise ValueError("a train file (augmented data) and pre-loaded data were both given; pass one")
+            raise ConfigError("a train file (augmented data) and pre-loaded data were both given; pass one")
         train = dataset_for(task, examples[0], tokenizer, max_length) if with_train else None
         return train, {split: dataset_for(task, ex, tokenizer, max_length) for split, ex in examples[1].items()}
     train = None

@@ -21,6 +21,8 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from .errors import ConfigError
+
 WeightQuantizer = Callable[..., torch.Tensor]  # fn(w, bits=..., groups=...) -> de-quantized w
 
 TERNARY_THRESHOLD = 0.7  # TWN: delta = 0.7 * mean|W| (Li & Liu, 2016)
@@ -34,7 +36,7 @@ def _straight_through(w: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _grouped(w: torch.Tensor, groups: int) -> torch.Tensor:
     """View ``w`` as ``[groups, -1]``; refuse a split that does not divide the tensor evenly."""
     if groups < 1 or w.numel() % groups != 0:
-        raise ValueError(
+        raise ConfigError(
             f"groups={groups} does not divide a weight of shape {tuple(w.shape)} ({w.numel()} values) "
             "into equal groups; pass a divisor of its first dimension (1 = one scale per matrix)"
         )
@@ -87,7 +89,7 @@ def ternary_codes(w: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch
 def symmetric_codes(w: torch.Tensor, bits: int, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes in ``[-(2^(k-1)-1), 2^(k-1)-1]`` and scales ``max|W| / (2^(k-1)-1)`` per group."""
     if bits < 2:
-        raise ValueError(f"symmetric quantization needs bits >= 2, got {bits}; use binarize for 1 bit")
+        raise ConfigError(f"symmetric quantization needs bits >= 2, got {bits}; use binarize for 1 bit")
     g = _grouped(w.detach(), groups)
     qmax = 2 ** (bits - 1) - 1
     scale = g.abs().amax(dim=1) / qmax
@@ -152,7 +154,7 @@ def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., t
 
     def add(fn: WeightQuantizer) -> WeightQuantizer:
         if name in _WEIGHT_QUANTIZERS:
-            raise ValueError(f"a weight quantizer named {name!r} is already registered")
+            raise ConfigError(f"a weight quantizer named {name!r} is already registered")
         _WEIGHT_QUANTIZERS[name] = fn
         if init_state is not None:
             _STATE_INITS[name] = init_state
@@ -171,7 +173,7 @@ def get_weight_quantizer(name: str) -> WeightQuantizer:
     try:
         return _WEIGHT_QUANTIZERS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown weight quantizer {name!r}; registered: {', '.join(sorted(_WEIGHT_QUANTIZERS))}"
         ) from None
 
@@ -188,7 +190,7 @@ def default_scheme(bits: int) -> str:
         return "ternary"
     if 3 <= bits <= 16:
         return "symmetric"
-    raise ValueError(f"weight bits must be 1..16 (1 = binary, 2 = ternary), got {bits}")
+    raise ConfigError(f"weight bits must be 1..16 (1 = binary, 2 = ternary), got {bits}")
 
 
 register_weight_quantizer("binary")(lambda w, bits=1, groups=1: binarize(w, groups))
@@ -219,7 +221,7 @@ def absmean_ternarize(w: torch.Tensor, groups: int = 1) -> torch.Tensor:
 
 def _absmean(w: torch.Tensor, bits: int = 2, groups: int = 1) -> torch.Tensor:
     if bits != 2:
-        raise ValueError(f"the absmean scheme is ternary (BitNet b1.58, levels -1/0/+1): use weight_bits=2, "
+        raise ConfigError(f"the absmean scheme is ternary (BitNet b1.58, levels -1/0/+1): use weight_bits=2, "
                          f"got {bits}")
     return absmean_ternarize(w, groups)
 
@@ -239,7 +241,7 @@ def lsq_levels(bits: int) -> tuple[int, int, bool]:
     if 2 <= bits <= 16:
         q = 1 if bits == 2 else 2 ** (bits - 1) - 1
         return q, q, False
-    raise ValueError(f"weight bits must be 1..16 for the lsq scheme, got {bits}")
+    raise ConfigError(f"weight bits must be 1..16 for the lsq scheme, got {bits}")
 
 
 LSQ_MIN_STEP = 1e-8  # the step size is kept positive (a zero group would otherwise divide by zero)
@@ -275,7 +277,7 @@ def lsq_quantize(w: torch.Tensor, bits: int, groups: int = 1, state: Optional[to
     by ``1 / sqrt(N * Qp)`` (N the group's size).
     """
     if state is None:
-        raise ValueError("the lsq scheme needs its learned step size (state=); quantize the model with "
+        raise ConfigError("the lsq scheme needs its learned step size (state=); quantize the model with "
                          "xtc.quantize_, which creates it")
     qn, qp, signs = lsq_levels(bits)
     g = _grouped(w, groups)

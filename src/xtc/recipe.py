@@ -14,12 +14,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from .errors import RecipeError  # noqa: F401  (re-exported: raised here, defined there)
 from .distill import DistillConfig
 from .train import TrainConfig
-
-
-class RecipeError(ValueError):
-    pass
 
 
 class _RecipeLoader(yaml.SafeLoader):

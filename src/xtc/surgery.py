@@ -33,6 +33,7 @@ from typing import Optional, Sequence, Union
 
 from torch import nn
 
+from .errors import ConfigError, ModelLoadError, UnsupportedModelError  # noqa: F401  (re-exported: raised here, defined there)
 from .modules import QuantEmbedding, QuantLinear
 from .quantizers import default_scheme, get_weight_quantizer
 
@@ -69,10 +70,10 @@ class XTCConfig:
         object.__setattr__(self, "weight_scheme", scheme)
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.activation_bits is not None and not 2 <= self.activation_bits <= 16:
-            raise ValueError(f"activation_bits must be 2..16 or None, got {self.activation_bits}")
+            raise ConfigError(f"activation_bits must be 2..16 or None, got {self.activation_bits}")
         if self.groups != ROW_GROUPS and (isinstance(self.groups, bool) or not isinstance(self.groups, int)
                                           or self.groups < 1):
-            raise ValueError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
+            raise ConfigError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
                              f"got {self.groups!r}")
 
     def groups_for(self, linear: nn.Linear) -> int:
@@ -89,7 +90,7 @@ class XTCConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown XTCConfig keys {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown XTCConfig keys {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def save(self, directory: str | Path) -> None:
@@ -111,10 +112,6 @@ def _check_scheme_bits(scheme: str, bits: int) -> None:
     w = torch.ones(1, 2)
     with torch.no_grad():
         fn(w, bits=bits, groups=1, **({"state": init(w, bits, 1)} if init is not None else {}))
-
-
-class UnsupportedModelError(ValueError):
-    pass
 
 
 def find_layers(model: nn.Module) -> nn.ModuleList:
@@ -184,12 +181,12 @@ def reduce_layers(model: nn.Module, keep: Sequence[int]) -> nn.Module:
     n = len(find_layers(model))
     keep = [int(i) for i in keep]
     if not keep:
-        raise ValueError("--layers is empty: name at least one layer to keep, e.g. 1,3,5")
+        raise ConfigError("--layers is empty: name at least one layer to keep, e.g. 1,3,5")
     bad = [i for i in keep if not 0 <= i < n]
     if bad:
-        raise ValueError(f"layers {bad} out of range: the model has {n} layers, numbered 0..{n - 1}")
+        raise ConfigError(f"layers {bad} out of range: the model has {n} layers, numbered 0..{n - 1}")
     if len(set(keep)) != len(keep):
-        raise ValueError(f"layers {keep} repeat an index; name each layer once")
+        raise ConfigError(f"layers {keep} repeat an index; name each layer once")
     student = copy.deepcopy(model)
     layers = find_layers(student)
     _set_layers(student, nn.ModuleList([layers[i] for i in keep]))
@@ -285,7 +282,7 @@ def _load_learned_state(model: nn.Module, path: str | Path) -> None:
         tensors = {k: v for k, v in state.items() if k.endswith(".step_size")}
     missing = [n for n in names if n not in tensors]
     if missing:
-        raise ValueError(f"{path}: the checkpoint has no learned step sizes for {len(missing)} quantized modules "
+        raise ModelLoadError(f"{path}: the checkpoint has no learned step sizes for {len(missing)} quantized modules "
                          f"(e.g. {missing[0]}); it was not saved from a model quantized with this scheme")
     params = dict(model.named_parameters())
     with torch.no_grad():

@@ -21,15 +21,12 @@ from typing import Optional, Sequence
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from .errors import NonFiniteLossError  # noqa: F401  (re-exported: raised here, defined there)
 from .checkpoints import resume_point, truncate_log
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
 from .distill import DistillConfig, Distiller
 from .io import write_json_atomic
 from .modules import QuantEmbedding, QuantLinear
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 @dataclass

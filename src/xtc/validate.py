@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .errors import ConfigError
+
 # Model types whose encoder xtc compresses end to end (quantization, layer reduction and the KD
 # attention-score capture through transformers' attention interface), checked on tiny random
 # configs. mpnet and deberta-v2 compute attention themselves; their scores are captured at the softmax
@@ -70,14 +72,14 @@ def check_layers(layers: Optional[Sequence[int]], num_layers: int, what: str = "
         return
     layers = list(layers)
     if not layers:
-        raise ValueError(f"{what} is empty: name at least one layer to keep, e.g. 1,3,5")
+        raise ConfigError(f"{what} is empty: name at least one layer to keep, e.g. 1,3,5")
     bad = [i for i in layers if not (isinstance(i, int) and 0 <= i < num_layers)]
     if bad:
-        raise ValueError(f"{what} {','.join(map(str, layers))}: {bad} out of range; the model has "
+        raise ConfigError(f"{what} {','.join(map(str, layers))}: {bad} out of range; the model has "
                          f"{num_layers} layers, numbered 0..{num_layers - 1}")
     repeated = sorted({i for i in layers if layers.count(i) > 1})
     if repeated:
-        raise ValueError(f"{what} {','.join(map(str, layers))} repeats {repeated}; name each layer once")
+        raise ConfigError(f"{what} {','.join(map(str, layers))} repeats {repeated}; name each layer once")
 
 
 def check_quant(quant) -> None:
@@ -91,7 +93,7 @@ def check_quant(quant) -> None:
                   quantize_embeddings=quant.quantize_embeddings, weight_scheme=quant.weight_scheme)
     except (ValueError, KeyError) as e:
         msg = str(e).strip("'\"")
-        raise ValueError(f"quantization settings: {msg}") from None
+        raise ConfigError(f"quantization settings: {msg}") from None
 
 
 def check_groups(quant, config) -> None:
@@ -110,7 +112,7 @@ def check_groups(quant, config) -> None:
     shapes = {tuple(m.weight.shape) for m in find_layers(model).modules() if type(m) is nn.Linear}
     bad = sorted(s for s in shapes if (s[0] * s[1]) % quant.groups)
     if bad:
-        raise ValueError(f"quantization settings: groups={quant.groups} does not divide the linear weights of shape "
+        raise ConfigError(f"quantization settings: groups={quant.groups} does not divide the linear weights of shape "
                          f"{', '.join(map(str, bad))}; pass a divisor of their first dimension, 1 (one scale per "
                          f"matrix) or 'row' (one per output row)")
 

@@ -55,46 +55,100 @@ def _read_lines(source: Path) -> list[str]:
     return text.splitlines()
 
 
-def predict(model_dir: Path, lines: list[str], batch_size: int = 32, max_length: int = 128) -> tuple[list, list]:
-    """(header, rows) for ``lines`` (one sentence, or two separated by a tab, per line), computed
-    from the packed folder alone: label names come from the stored architecture config."""
+def parse_input(lines: list[str]) -> tuple[list[int], list[str], list[str] | None]:
+    """(line numbers, first sentences, second sentences or None) of the non-blank ``lines``.
+
+    Whether the input is sentence pairs is decided once, from the whole input, so that a line's
+    prediction never depends on its neighbours: every line holds two tab-separated sentences, or
+    every line one. Blank lines are skipped (their numbers are left out of the result); a mixed
+    input is refused with the number of the first line that breaks the rule.
+    """
+    from ..errors import InputError
+
+    numbers = [i for i, line in enumerate(lines, 1) if line.strip()]
+    if not numbers:
+        raise InputError("the input has no sentences: give one sentence per line, or two separated by a tab")
+    tabs = {i: lines[i - 1].count("\t") for i in numbers}
+    too_many = next((i for i in numbers if tabs[i] > 1), None)
+    if too_many is not None:
+        raise InputError(f"line {too_many} has {tabs[too_many]} tabs: give one sentence, or two separated by "
+                         "one tab")
+    first = numbers[0]
+    pair = tabs[first] == 1
+    odd = next((i for i in numbers if tabs[i] != tabs[first]), None)
+    if odd is not None:
+        kinds = ("a sentence pair (one tab)", "a single sentence (no tab)")
+        raise InputError(f"line {odd} is {kinds[not tabs[odd]]} but line {first} is {kinds[not pair]}: an input "
+                         "holds one kind; put single sentences and pairs in separate inputs")
+    parts = [lines[i - 1].split("\t") for i in numbers]
+    return numbers, [p[0] for p in parts], ([p[1] for p in parts] if pair else None)
+
+
+def predict(model_dir: Path, lines: list[str], batch_size: int = 32,
+            max_length: int | None = None) -> tuple[list, list]:
+    """(header, rows) for ``lines`` (one sentence, or two separated by a tab, per line; blank lines
+    skipped), computed from the packed folder alone: label names come from the stored architecture
+    config.
+
+    A line's scores depend on that line alone: lines are batched with others of the same token
+    length, so no line is ever padded and the batch size or the neighbours change nothing.
+    """
     import torch
     from transformers import AutoTokenizer
 
+    from ..errors import InputError
     from .model import load_packed
 
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
     model = load_packed(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{model_dir}: no tokenizer in the packed folder ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{model_dir}: no tokenizer in the packed folder ({str(e).splitlines()[0]})") from None
+    limit = getattr(model.config, "max_position_embeddings", None) or 512
+    if model.config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        limit -= 2  # their positions start after the padding index (pad_token_id + 1)
+    if max_length is None:
+        max_length = min(128, limit)
+    if not 2 <= max_length <= limit:
+        raise InputError(f"--max-length must be 2..{limit} (the model's position limit), got {max_length}")
+    numbers, text_a, text_b = parse_input(lines)
     cfg = model.config
     regression = cfg.problem_type == "regression" or cfg.num_labels == 1
     labels = [cfg.id2label.get(i, str(i)) for i in range(cfg.num_labels)]
     header = ["score"] if regression else ["label", "score"] + [f"p_{lab}" for lab in labels]
-    rows = []
+    enc = tokenizer(text_a, text_b, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    too_big = next((n for n, row in zip(numbers, ids) if max(row) >= cfg.vocab_size), None)
+    if too_big is not None:
+        raise InputError(f"line {too_big}: the tokenizer of {model_dir} gives token ids past the model's "
+                         f"vocabulary ({cfg.vocab_size}): the tokenizer files do not belong to this model")
+    by_length: dict[int, list[int]] = {}
+    for k, row in enumerate(ids):
+        by_length.setdefault(len(row), []).append(k)
+    out: list[list[str] | None] = [None] * len(ids)
     with torch.inference_mode():
-        for start in range(0, len(lines), batch_size):
-            chunk = [line.split("\t", 1) for line in lines[start:start + batch_size]]
-            pair = all(len(c) == 2 for c in chunk)
-            a = [c[0] for c in chunk]
-            b = [c[1] for c in chunk] if pair else None
-            if not pair:  # mixed batch: keep everything as single sentences, tabs as spaces
-                a = [" ".join(c) for c in chunk]
-            enc = tokenizer(a, b, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            logits = model(**enc).logits.float()
-            if regression:
-                rows += [[f"{v:.6g}"] for v in logits[:, 0].tolist()]
-                continue
-            probs = logits.softmax(-1)
-            for p in probs.tolist():
-                k = max(range(len(p)), key=p.__getitem__)
-                rows.append([labels[k], f"{p[k]:.6f}"] + [f"{v:.6f}" for v in p])
-    return header, rows
+        for same_length in by_length.values():
+            for start in range(0, len(same_length), batch_size):
+                chunk = same_length[start:start + batch_size]
+                batch = {key: torch.tensor([enc[key][k] for k in chunk]) for key in enc.keys()}
+                logits = model(**batch).logits.float()
+                if regression:
+                    for k, v in zip(chunk, logits[:, 0].tolist()):
+                        out[k] = [f"{v:.6g}"]
+                    continue
+                for k, p in zip(chunk, logits.softmax(-1).tolist()):
+                    best = max(range(len(p)), key=p.__getitem__)
+                    out[k] = [labels[best], f"{p[best]:.6f}"] + [f"{v:.6f}" for v in p]
+    skipped = len(lines) - len(numbers)
+    if skipped:
+        print(f"note: skipped {skipped} blank line(s); one output row per non-blank line", file=sys.stderr)
+    return header, out
 
 
 def predict_cmd(model_dir: Path, input: Path = Path("-"), output: Path = Path("-"), batch_size: int = 32,
-                max_length: int = 128) -> None:
+                max_length: int | None = None) -> None:
     """Predict with a packed model folder: reads sentences (one per line, or two tab-separated for
     pair tasks) from INPUT (- = stdin), writes label and scores as TSV to OUTPUT (- = stdout)."""
     header, rows = predict(model_dir, _read_lines(input), batch_size=batch_size, max_length=max_length)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from .model import save_packed
 
 # Where the pipeline leaves the compressed student (RUN/quantized/model), then other usual places.
@@ -31,7 +32,7 @@ def find_checkpoint(run_or_checkpoint: str | Path) -> Path:
     """The quantized checkpoint folder inside a run folder (or the folder itself)."""
     root = Path(run_or_checkpoint)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder (pass a run folder or a checkpoint folder)")
+        raise InputError(f"{root}: no such folder (pass a run folder or a checkpoint folder)")
     if _is_quantized_checkpoint(root):
         return root
     for rel in CANDIDATES:
@@ -41,7 +42,7 @@ def find_checkpoint(run_or_checkpoint: str | Path) -> Path:
                    key=lambda p: (len(p.relative_to(root).parts), str(p)))
     if found:
         return found[0]
-    raise FileNotFoundError(f"{root}: no quantized checkpoint found (a folder whose config.json has an 'xtc' "
+    raise InputError(f"{root}: no quantized checkpoint found (a folder whose config.json has an 'xtc' "
                             "entry, e.g. RUN/quantized/model after `xtc compress`)")
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from ..errors import PackedFormatError  # noqa: F401  (re-exported: raised here, defined there)
 from . import bitpack
 
 FORMAT_NAME = "xtc-packed"
@@ -47,10 +48,6 @@ MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 KINDS = ("binary", "ternary", "int8", "float")
 FLOAT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 _ST_DTYPES = {torch.uint8: "U8", torch.int8: "I8", torch.float16: "F16", torch.float32: "F32"}
-
-
-class PackedFormatError(ValueError):
-    """A packed file that cannot be read safely (one-line message, names the file)."""
 
 
 def resolve_file(path: str | Path) -> Path:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError, InputError
 from .. import quantizers as Q
 from ..modules import QuantEmbedding, QuantLinear
 from . import bitpack, kernels
@@ -169,7 +170,7 @@ def _codes(module: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     elif scheme == "lsq" and hasattr(Q, "lsq_codes") and bits in (1, 2):
         codes, scales = Q.lsq_codes(w, bits, groups, state.detach().float())
     else:
-        raise ValueError(f"the packed format holds 1-bit and 2-bit (ternary) weights (schemes binary, ternary, "
+        raise ConfigError(f"the packed format holds 1-bit and 2-bit (ternary) weights (schemes binary, ternary, "
                          f"absmean, lsq); this model uses {scheme!r} with {bits} bits")
     return codes, scales.float()
 
@@ -178,7 +179,7 @@ def _kind(codes: torch.Tensor, bits: int) -> str:
     """binary for 1-bit weights, ternary for 2-bit; :func:`bitpack.pack` checks the code values."""
     if bits in (1, 2):
         return "binary" if bits == 1 else "ternary"
-    raise ValueError(f"only 1-bit and 2-bit weights pack, got {bits} bits")
+    raise ConfigError(f"only 1-bit and 2-bit weights pack, got {bits} bits")
 
 
 def _int8_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,12 +205,12 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
     Returns the file written.
     """
     if fp_dtype not in fmt.FLOAT_DTYPES:
-        raise ValueError(f"fp_dtype must be one of {', '.join(fmt.FLOAT_DTYPES)}, got {fp_dtype!r}")
+        raise ConfigError(f"fp_dtype must be one of {', '.join(fmt.FLOAT_DTYPES)}, got {fp_dtype!r}")
     if ternary_packing not in ("base3", "2bit"):
-        raise ValueError(f"ternary_packing must be 'base3' or '2bit', got {ternary_packing!r}")
+        raise ConfigError(f"ternary_packing must be 'base3' or '2bit', got {ternary_packing!r}")
     xtc_cfg = getattr(getattr(model, "config", None), "xtc", None)
     if not xtc_cfg:
-        raise ValueError("the model is not quantized by xtc (its config has no 'xtc' entry): quantize it with "
+        raise InputError("the model is not quantized by xtc (its config has no 'xtc' entry): quantize it with "
                          "xtc.quantize_ or load a checkpoint with xtc.load_quantized")
     from ..surgery import XTCConfig
 
@@ -270,7 +271,7 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
         if not t.is_floating_point():
             continue  # integer buffers (position ids...) are rebuilt by the model's constructor
         if t.data_ptr() in quantized_ptrs:
-            raise ValueError(f"{name} shares its storage with a quantized weight (tied weights): not supported")
+            raise InputError(f"{name} shares its storage with a quantized weight (tied weights): not supported")
         put_float(name, t)
 
     config = json.loads(model.config.to_json_string(use_diff=False))
