@@ -157,3 +157,42 @@ def test_unsupported_models_are_refused_with_the_supported_families():
             xtc.quantize_(model, xtc.XTCConfig())
         with pytest.raises(UnsupportedModelError, match="mpnet"):
             xtc.reduce_layers(model, [0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("bits", [1, 2])
+def test_every_family_packs_loads_and_predicts(family, bits, tmp_path):
+    """save_packed -> load_packed on every family: the packed model computes the quantized student's
+    logits (the integer kernels against the fake-quant arithmetic: equal up to float rounding)."""
+    from xtc.packed import load_packed, save_packed
+
+    student = xtc.reduce_layers(_build(family), [0, 2]).eval()
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=bits))
+    save_packed(student, tmp_path)
+    packed = load_packed(tmp_path)
+    assert type(packed) is type(student)
+    batch = _batch()
+    with torch.no_grad():
+        expected, got = student(**batch).logits, packed(**batch).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-3)
+    assert not torch.allclose(got[0], got[1])
+
+
+def test_mpnet_relative_position_bias_is_shared_and_kept_by_layer_reduction():
+    """MPNet computes its relative-position bias once in the encoder (one table for all layers) and
+    hands it to every block: a reduced student keeps that table, so each copied block sees the very
+    bias it saw in the teacher. The student's output equals the teacher's kept blocks run in turn."""
+    teacher = _build("mpnet").eval()
+    student = xtc.reduce_layers(teacher, [0, 2]).eval()
+    t_enc, s_enc = teacher.mpnet.encoder, student.mpnet.encoder
+    assert torch.equal(s_enc.relative_attention_bias.weight, t_enc.relative_attention_bias.weight)
+    assert s_enc.relative_attention_bias.weight.data_ptr() != t_enc.relative_attention_bias.weight.data_ptr()
+    batch = _batch()
+    with torch.no_grad():
+        hidden = teacher.mpnet.embeddings(input_ids=batch["input_ids"])
+        mask = (1.0 - batch["attention_mask"][:, None, None, :].float()) * torch.finfo(torch.float32).min
+        bias = t_enc.compute_position_bias(hidden)
+        for i in (0, 2):
+            hidden = t_enc.layer[i](hidden, mask, bias)[0]
+        by_hand = teacher.classifier(hidden)
+        torch.testing.assert_close(student(**batch).logits, by_hand, rtol=0, atol=1e-5)

@@ -20,7 +20,8 @@ def _packed(family, bits, folder):
     torch.manual_seed(0)
     cls, cfg = {"bert": (T.BertForSequenceClassification, T.BertConfig),
                 "roberta": (T.RobertaForSequenceClassification, T.RobertaConfig),
-                "electra": (T.ElectraForSequenceClassification, T.ElectraConfig)}[family]
+                "electra": (T.ElectraForSequenceClassification, T.ElectraConfig),
+                "mpnet": (T.MPNetForSequenceClassification, T.MPNetConfig)}[family]
     model = cls(cfg(**COMMON)).eval()
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits))
     save_packed(model, folder)
@@ -40,7 +41,8 @@ def _blocks(model):
     return [m for m in model.modules() if hasattr(type(m), "_xtc_base_class")]
 
 
-@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("roberta", 1), ("electra", 2)])
+@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("roberta", 1), ("electra", 2), ("mpnet", 1),
+                                         ("mpnet", 2)])
 def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
     model = _packed(family, bits, tmp_path)
     assert len(_blocks(model)) == 2  # load_packed switched every block on
@@ -50,6 +52,7 @@ def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
         assert use_lean_blocks(model, False) == 2 and not _blocks(model)
         reference = model(**inputs, output_hidden_states=True)
     assert torch.equal(lean.logits, reference.logits)
+    assert not torch.equal(lean.logits[0], lean.logits[1])  # a real forward, not a constant
     # transformers captures hidden states with a hook on the block itself: still recorded
     assert len(lean.hidden_states) == 3
     for a, b in zip(lean.hidden_states, reference.hidden_states):

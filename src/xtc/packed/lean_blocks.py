@@ -13,7 +13,9 @@ fused FFN + residual + LayerNorm), so its outputs equal transformers' to the las
 compare the two.
 
 Installed by ``load_packed`` on blocks of the BERT layout (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT:
-the same block code in transformers) by giving each block a subclass of its own class whose
+the same block code in transformers) and of MPNet's (its own eager attention with the relative-position
+bias that the encoder computes once and hands to every block; the lean path repeats that arithmetic
+op for op) by giving each block a subclass of its own class whose
 ``forward`` takes the lean path, so module names, state dict, ``isinstance`` and transformers'
 hidden-state capture (a hook on the block itself) stay as they were. Anything the lean path does not
 cover goes to transformers' forward: training mode, cross-attention or a cache, an attention
@@ -22,6 +24,8 @@ transformers' own attention capture once ``output_attentions`` was asked for).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +62,23 @@ def _is_lean_capable(block: nn.Module) -> bool:
             and not getattr(block, "chunk_size_feed_forward", 0))
 
 
+def _is_lean_capable_mpnet(block: nn.Module) -> bool:
+    """An MPNet block (attention.attn with q/k/v/o, attention.LayerNorm) whose linears run on the kernels."""
+    from .model import PackedFFN, PackedLinear
+
+    attention = getattr(block, "attention", None)
+    attn = getattr(attention, "attn", None)
+    output = getattr(block, "output", None)
+    if type(attn).__name__ != "MPNetSelfAttention" or output is None:
+        return False
+    linears = [getattr(attn, n, None) for n in ("q", "k", "v", "o")]
+    return (all(isinstance(m, PackedLinear) and m.uses_kernel() for m in linears)
+            and isinstance(getattr(block, "intermediate", None), PackedFFN)
+            and isinstance(getattr(output, "dense", None), nn.Identity)
+            and isinstance(getattr(attention, "LayerNorm", None), nn.LayerNorm)
+            and isinstance(getattr(output, "LayerNorm", None), nn.LayerNorm))
+
+
 def _has_hooks(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
@@ -83,10 +104,38 @@ def _lean_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tenso
     return self.output.LayerNorm(self.intermediate(attended) + attended)
 
 
-def _lean_class(cls: type) -> type:
+def _lean_mpnet_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                        position_bias: torch.Tensor | None = None, output_attentions: bool = False, *args, **kwargs):
+    # transformers' MPNetLayer -> MPNetAttention -> MPNetSelfAttention, in the same order of operations
+    # (so the outputs are equal to the last bit), with q/k/v in one kernel call and the FFN fused
+    if (self.training or output_attentions or args or any(_has_hooks(m) for m in self._xtc_inner_modules)
+            or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks):
+        return super(type(self), self).forward(hidden_states, attention_mask, position_bias,
+                                               output_attentions, *args, **kwargs)
+    attn = self.attention.attn
+    b, t, _ = hidden_states.shape
+    head_size = attn.attention_head_size
+    q, k, v = (y.view(b, t, -1, head_size).transpose(1, 2)
+               for y in kernels.packed_linears(hidden_states, [attn.q, attn.k, attn.v]))
+    scores = torch.matmul(q, k.transpose(-1, -2))
+    scores = scores / math.sqrt(head_size)
+    if position_bias is not None:
+        scores += position_bias
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    context = torch.matmul(F.softmax(scores, dim=-1), v)
+    context = context.permute(0, 2, 1, 3).contiguous().view(b, t, attn.all_head_size)
+    attended = self.attention.LayerNorm(attn.o(context) + hidden_states)
+    return (self.output.LayerNorm(self.intermediate(attended) + attended),)
+
+
+_LAYOUTS = ((_is_lean_capable, _lean_forward), (_is_lean_capable_mpnet, _lean_mpnet_forward))
+
+
+def _lean_class(cls: type, forward) -> type:
     if cls not in _lean_classes:
         _lean_classes[cls] = type(cls.__name__, (cls,), {
-            "forward": _lean_forward, "__module__": __name__, "_xtc_base_class": cls,
+            "forward": forward, "__module__": __name__, "_xtc_base_class": cls,
             "__doc__": f"{cls.__name__} with xtc's lean packed forward (transformers' forward otherwise)."})
     return _lean_classes[cls]
 
@@ -97,9 +146,10 @@ def use_lean_blocks(model: nn.Module, enabled: bool = True) -> int:
     switched = 0
     for block in model.modules():
         base = getattr(type(block), "_xtc_base_class", None)
-        if enabled and base is None and _is_lean_capable(block):
+        forward = next((fw for capable, fw in _LAYOUTS if capable(block)), None) if base is None else None
+        if enabled and forward is not None:
             block.__dict__["_xtc_inner_modules"] = [m for m in block.modules() if m is not block]
-            block.__class__ = _lean_class(type(block))
+            block.__class__ = _lean_class(type(block), forward)
             switched += 1
         elif not enabled and base is not None:
             block.__class__ = base

@@ -394,7 +394,9 @@ def _build(entries: dict, tensors: dict, info: dict) -> nn.Module:
     file = info["file"]
     config = _build_config(info)
     cls = _model_class(info)
-    config._attn_implementation = "sdpa"  # fused attention: QK^T and attention.V are not quantized anyway
+    # fused attention where the family has it (QK^T and attention.V are not quantized anyway); MPNet and
+    # DeBERTa-v2 compute attention themselves and transformers refuses SDPA for them
+    config._attn_implementation = "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
     with init_empty_weights(include_buffers=False):  # parameters on meta: nothing allocated yet
         model = cls(config)
     activation_bits = info["xtc"].get("activation_bits")
@@ -474,16 +476,24 @@ def _fuse_ffn(model: nn.Module) -> None:
         out.dense = nn.Identity()
 
 
+# Linears that read the same input in one forward, by the names each family gives them. The output
+# projection is excluded by name: in MPNet it sits beside q/k/v but reads the attention context.
+SHARED_INPUT_NAMES = ({"query", "key", "value"}, {"q", "k", "v"}, {"q_lin", "k_lin", "v_lin"},
+                      {"query_proj", "key_proj", "value_proj"})
+
+
 def _share_inputs(model: nn.Module) -> None:
-    """Packed linears that are siblings with the same input width (query, key, value of one
-    attention block) share one activation quantization per forward."""
+    """Packed linears that are siblings reading the same input (query, key, value of one attention
+    block) share one activation quantization and one kernel call per forward."""
     for gid, parent in enumerate(model.modules()):
-        kids = [m for m in parent.children() if isinstance(m, PackedLinear)]
-        widths = {m.in_features for m in kids}
-        if len(kids) > 1 and len(widths) == 1 and all(m.uses_kernel() for m in kids):
-            for m in kids:
-                m.share_group = gid
-                m.__dict__["_share_members"] = kids
+        kids = {n: m for n, m in parent.named_children() if isinstance(m, PackedLinear)}
+        for names in SHARED_INPUT_NAMES:
+            members = [kids[n] for n in sorted(names) if n in kids]
+            if (len(members) == len(names) and len({m.in_features for m in members}) == 1
+                    and all(m.uses_kernel() for m in members)):
+                for m in members:
+                    m.share_group = gid
+                    m.__dict__["_share_members"] = members
 
 
 def _float_tensor(entry: dict, tensors: dict, name: str) -> torch.Tensor:
