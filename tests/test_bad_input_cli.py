@@ -151,9 +151,9 @@ def test_bad_input_layers_out_of_range_or_repeated(tiny, tmp_path):
 
 def test_bad_input_unsupported_bits(tiny, tmp_path):
     out = tmp_path / "run"
-    _fails(_compress(tiny, out, "--weight-bits", "0"), "weight bits must be 1..16", "got 0")
+    _fails(_compress(tiny, out, "--weight-bits", "0"), "weight_bits must be 1..16", "got 0")
     _fails(_compress(tiny, out, "--weight-bits", "17"), "got 17")
-    _fails(_compress(tiny, out, "--activation-bits", "1"), "activation_bits must be 2..16")
+    _fails(_compress(tiny, out, "--activation-bits", "1"), "activation_bits must be 4..16")
     _fails(["distill", "--teacher", tiny[0], "--task", "sst2", "--glue-dir", tiny[1], "--output", out,
             "--weight-bits", "40"], "got 40")
     assert not out.exists()

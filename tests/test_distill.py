@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import tiny_bert
 
 import xtc
-from xtc.distill import (
+from xtc.distillation import (
     DistillConfig,
     Distiller,
     attention_loss,
@@ -79,7 +79,7 @@ def test_distiller_loss_is_zero_for_identical_student_and_backprops():
 
 
 def test_label_loss_skips_unlabelled_items():
-    from xtc.distill import label_loss
+    from xtc.distillation import label_loss
 
     logits = torch.randn(3, 2, requires_grad=True)
     assert torch.allclose(label_loss(logits, torch.tensor([1, -100, 0])),

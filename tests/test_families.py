@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import xtc
-from xtc.distill import Distiller, capture_attention_scores, uses_attention_interface
+from xtc.distillation import Distiller, capture_attention_scores, uses_attention_interface
 from xtc.modules import QuantEmbedding, QuantLinear
 from xtc.surgery import TESTED_FAMILIES, UnsupportedModelError, quantized_modules
 

@@ -8,7 +8,7 @@ import tiny_data
 import torch
 
 from xtc.data import DataError, compute_metrics, make_collator
-from xtc.distill import prediction_loss
+from xtc.distillation import prediction_loss
 from xtc.token_classification import (
     IGNORE,
     TokenClassificationDataset,
@@ -118,7 +118,7 @@ def test_distillation_and_pipeline_end_to_end(tmp_path):
     import xtc
     from transformers import AutoModelForTokenClassification
 
-    from xtc.distill import Distiller
+    from xtc.distillation import Distiller
     from xtc.pipeline import compress, finetune
     from xtc.recipe import QuantConfig, Recipe
     from xtc.train import TrainConfig

@@ -1,26 +1,50 @@
-"""xtc: extreme compression of pre-trained transformers (XTC, NeurIPS 2022) as usable software."""
+"""xtc: extreme compression of pre-trained transformers (XTC, NeurIPS 2022) as usable software.
+
+The public API, by what a user does:
+
+    configs      XTCConfig, TrainConfig, DistillConfig, Recipe, load_recipe
+    in Python    quantize_(model, config), reduce_layers(model, keep), Distiller, layer_map
+    stages       finetune, distill, evaluate, compress           (read and write run folders)
+    the file     export, save_packed, load_packed, size_report    (the packed 1-2 bit format)
+    errors       XTCError (every mistake a user can make; the message says what to fix)
+
+Names are imported on first use, so ``import xtc`` (and ``xtc --help``) does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .distill import DistillConfig, Distiller, distillation_loss  # noqa: E402
-from .quantizers import (  # noqa: E402
-    binarize,
-    quantize_activations,
-    quantize_symmetric,
-    register_weight_quantizer,
-    ternarize,
-)
-from .surgery import XTCConfig, find_layers, layer_map, load_quantized, quantize_, reduce_layers  # noqa: E402
-from . import pipeline  # noqa: E402  (stages: pipeline.finetune / pipeline.distill / ...)
-from .pipeline import compress, evaluate, finetune  # noqa: E402
-from .recipe import QuantConfig, Recipe, load_recipe  # noqa: E402
-from .train import TrainConfig  # noqa: E402
+_EXPORTS = {
+    "config": ("XTCConfig", "TrainConfig", "DistillConfig"),
+    "recipe": ("Recipe", "load_recipe", "QuantConfig"),
+    "errors": ("XTCError",),
+    "surgery": ("quantize_", "reduce_layers", "find_layers", "layer_map", "load_quantized"),
+    "distillation": ("Distiller", "distillation_loss"),
+    "quantizers": ("binarize", "ternarize", "quantize_symmetric", "quantize_activations",
+                   "register_weight_quantizer"),
+    "pipeline": ("finetune", "distill", "evaluate", "compress"),
+    "packed": ("export", "save_packed", "load_packed", "size_report"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
 
-def __getattr__(name):
-    # the packed format pulls in its C++ kernels lazily: import it only when asked for
-    if name in ("save_packed", "load_packed", "size_report", "export"):
-        from . import packed
+_SUBMODULES = ("augment", "checkpoints", "cli", "config", "data", "distillation", "errors", "io", "modules",
+               "packed", "pipeline", "quantizers", "recipe", "surgery", "train", "validate")
 
-        return getattr(packed, name)
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value  # found once, then a plain attribute
+        return value
+    if name in _SUBMODULES:  # ``xtc.data.get_task`` after a plain ``import xtc``
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'xtc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -16,6 +16,7 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,47 +25,22 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
+from .io import check_run_folder, prepare_run_folder
+from .models import load_model, load_tokenizer
 from . import __version__
 from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_tsv
-from .distill import DistillConfig
+from .distillation import DistillConfig
 from .io import write_json_atomic, write_text_atomic
-from .recipe import QuantConfig, Recipe
-from .surgery import XTCConfig, layer_map, load_quantized, quantize_, reduce_layers
-from .token_classification import dataset_for, model_class_for, pad_concat
+from .recipe import Recipe
+from .surgery import XTCConfig, layer_map, quantize_, reduce_layers
+from .token_classification import dataset_for, pad_concat
 from .train import TrainConfig, train_stage
 
 
-def _load_model(name_or_path: str, task: TaskSpec):
-    """A sequence (or token) classifier for ``task`` (re-applying xtc quantization stored in its config)."""
-    kwargs = {"num_labels": task.num_labels}
-    if task.labels:
-        kwargs["id2label"] = dict(enumerate(task.labels))
-        kwargs["label2id"] = {lab: i for i, lab in enumerate(task.labels)}
-    else:
-        kwargs["problem_type"] = "regression"
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
-    try:
-        return load_quantized(name_or_path, model_class=model_class_for(task), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(
-            f"cannot load a transformers model from {name_or_path!r}: {first} "
-            "(pass a folder with config.json and weights, or a hub model name)"
-        ) from None
-    finally:
-        hf_logging.set_verbosity(previous)
-
-
-def _load_tokenizer(name_or_path: str):
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path!r}: {str(e).splitlines()[0]}") from None
+# kept for callers of the earlier private names (benchmarks/step_time.py)
+_load_model, _load_tokenizer = load_model, load_tokenizer
 
 
 def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: int,
@@ -95,57 +71,91 @@ def _with_data(task, data):
     return (get_task(task) if isinstance(task, str) else task), None
 
 
+def _has_checkpoint(folder: Path) -> bool:
+    return any(folder.glob("**/checkpoints/checkpoint-*")) or any(folder.glob("**/stage.json"))
+
+
+@contextlib.contextmanager
+def _removed_if_failed_early(folder: Path, new: bool):
+    """A run that fails before its first checkpoint leaves no folder behind (so that the corrected
+    rerun is not refused as "an unfinished run"); once a checkpoint exists, the folder stays for
+    ``--resume``."""
+    try:
+        yield
+    except BaseException:
+        if new and folder.exists() and not _has_checkpoint(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _stage_folder(output_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Prepare a stage's folder (first process only under torchrun); True if it is new."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return False
+    return prepare_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
+
+
 def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, glue_dir: Optional[str] = None,
              config: TrainConfig = TrainConfig(warmup_epochs=0.1), train_file: Optional[str] = None,
-             resume: bool = False, data=None) -> dict:
+             resume: bool = False, data=None, overwrite: bool = False) -> dict:
     """Stage 1: fine-tune ``model`` on the task (cross-entropy / MSE on labels). FP32.
 
     ``data``: ``(task, train_examples, {split: dev_examples})`` of your own data (from
     :func:`xtc.custom_data.load_custom_task` or :func:`xtc.token_classification.load_token_task`);
-    ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages."""
+    ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages.
+    ``output_dir`` holding a finished stage is replaced only with ``overwrite``, an unfinished one
+    continued only with ``resume``; every input is checked before anything is written."""
     task, examples = _with_data(task, data)
-    from .validate import check_model
+    output_dir = Path(output_dir)
+    from .validate import check_stage_inputs
 
-    check_model(model, "model", supported_only=False)  # any classifier fine-tunes; it must exist
+    # any classifier fine-tunes; it must exist and be readable
+    check_stage_inputs(model, "model", task, glue_dir, train_file, data, supported_only=False)
+    check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
     torch.manual_seed(config.seed)
-    tokenizer = _load_tokenizer(model)
-    net = _load_model(model, task)
+    tokenizer = load_tokenizer(model)
+    net = load_model(model, task)
     train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
-    return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, resume=resume)
+    new = _stage_folder(output_dir, resume, overwrite)
+    with _removed_if_failed_early(output_dir, new):
+        return train_stage(net, tokenizer, task, train, dev, output_dir, config, resume=resume)
 
 
 def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, glue_dir: Optional[str] = None,
             student: Optional[str] = None, layers: Optional[Sequence[int]] = None,
-            quant: Optional[QuantConfig] = None, config: TrainConfig = TrainConfig(),
+            quant: Optional[XTCConfig] = None, config: TrainConfig = TrainConfig(),
             distill_config: DistillConfig = DistillConfig(), train_file: Optional[str] = None,
-            resume: bool = False, data=None) -> dict:
+            resume: bool = False, data=None, overwrite: bool = False) -> dict:
     """Distil ``teacher`` into a student: the teacher itself (default), a given ``student``
     folder, or (with ``layers``) a copy of the chosen layers; quantized when ``quant`` is given.
 
     The student is trained with one-stage KD (no labels unless ``distill_config.label_weight``).
+    The output folder follows :func:`finetune`'s rule.
     """
     task, examples = _with_data(task, data)
-    from .validate import check_model
+    output_dir = Path(output_dir)
+    from .validate import check_model, check_stage_inputs
 
-    check_model(teacher, "teacher")
+    check_stage_inputs(teacher, "teacher", task, glue_dir, train_file, data, layers=layers, quant=quant)
     if student is not None:
         check_model(student, "student")
+    check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
     torch.manual_seed(config.seed)
-    tokenizer = _load_tokenizer(teacher)
-    teacher_model = _load_model(teacher, task)
+    tokenizer = load_tokenizer(teacher)
+    teacher_model = load_model(teacher, task)
     if student is not None:
-        net = _load_model(student, task)
+        net = load_model(student, task)
     else:
-        net = _load_model(teacher, task)  # a fresh copy; the teacher object stays untouched
+        net = load_model(teacher, task)  # a fresh copy; the teacher object stays untouched
     if layers:
         net = reduce_layers(net, layers)
     if quant is not None:
-        quantize_(net, XTCConfig(weight_bits=quant.weight_bits, activation_bits=quant.activation_bits,
-                                 groups=quant.groups, quantize_embeddings=quant.quantize_embeddings,
-                                 weight_scheme=quant.weight_scheme))
+        quantize_(net, quant)
     train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
-    return train_stage(net, tokenizer, task, train, dev, Path(output_dir), config, teacher=teacher_model,
-                       layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume)
+    new = _stage_folder(output_dir, resume, overwrite)
+    with _removed_if_failed_early(output_dir, new):
+        return train_stage(net, tokenizer, task, train, dev, output_dir, config, teacher=teacher_model,
+                           layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume)
 
 
 @torch.no_grad()
@@ -153,8 +163,8 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
              max_length: int = 128, data=None) -> dict[str, dict[str, float]]:
     """Dev metrics of a checkpoint (quantized or not), per dev split."""
     task, examples = _with_data(task, data)
-    tokenizer = _load_tokenizer(model_dir)
-    net = _load_model(model_dir, task).eval()
+    tokenizer = load_tokenizer(model_dir)
+    net = load_model(model_dir, task).eval()
     _, dev = load_data(task, tokenizer, glue_dir, max_length, with_train=False, examples=examples)
     collate = make_collator(tokenizer)
     results = {}
@@ -175,20 +185,6 @@ def _stage_done(stage_dir: Path) -> Optional[dict]:
     return json.loads(marker.read_text()) if marker.exists() else None
 
 
-def prepare_run_folder(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished run or silently mix with a half-finished one."""
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(output_dir)
-        elif (output_dir / "results.json").exists() and not resume:
-            raise RunFolderError(f"{output_dir} already holds a finished run; pass --overwrite to replace it")
-        elif not resume and not (output_dir / "results.json").exists():
-            raise RunFolderError(
-                f"{output_dir} holds an unfinished run; pass --resume to continue it or --overwrite to start over"
-            )
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-
 def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overwrite: bool = False,
              data=None) -> dict:
     """The whole pipeline; returns (and writes) ``results.json``.
@@ -199,13 +195,20 @@ def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overw
     task = data[0] if data is not None else get_task(recipe.task)
     from .validate import check_compress_inputs
 
-    check_compress_inputs(recipe, task, data=data)  # bad input fails here, before anything is written
+    check_compress_inputs(recipe, task, data=data)
+    check_run_folder(output_dir, resume, overwrite, done_marker="results.json")
     # under torchrun / accelerate launch only the first process prepares the folder and writes
     # files (the others would see its config.yaml and call the run "unfinished")
     main = int(os.environ.get("RANK", "0")) == 0
+    new = False
     if main:
-        prepare_run_folder(output_dir, resume, overwrite)
+        new = prepare_run_folder(output_dir, resume, overwrite, done_marker="results.json")
         write_text_atomic(output_dir / "config.yaml", recipe.to_yaml())
+    with _removed_if_failed_early(output_dir, new):
+        return _compress_stages(recipe, output_dir, task, resume, data, main)
+
+
+def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data, main: bool) -> dict:
     start = time.time()
     stages: dict[str, dict] = {}
 

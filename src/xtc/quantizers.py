@@ -140,9 +140,15 @@ def quantize_activations(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 _WEIGHT_QUANTIZERS: Dict[str, WeightQuantizer] = {}
 _STATE_INITS: Dict[str, Callable[..., torch.Tensor]] = {}
+_CODES: Dict[str, Callable[..., tuple]] = {}
+# codes(w, bits, groups, state) -> (codes [groups, n], scales [groups]): the integer form of the
+# quantized weight, ``W_hat = scales * codes`` per group, codes in {-1, +1} (1 bit) or {-1, 0, +1}
+# (2 bits). A scheme that registers it can be exported to the packed format.
+WeightCodes = Callable[..., tuple]
 
 
-def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., torch.Tensor]] = None
+def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., torch.Tensor]] = None,
+                              codes: Optional[WeightCodes] = None
                               ) -> Callable[[WeightQuantizer], WeightQuantizer]:
     """Decorator: make ``fn(w, bits, groups)`` available as the weight quantizer ``name``.
 
@@ -150,6 +156,9 @@ def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., t
     step size). The quantization-aware modules then own it as an ``nn.Parameter`` named
     ``step_size`` (trained with the weights, saved in the checkpoint, restored by
     :func:`xtc.load_quantized`) and call ``fn(w, bits=..., groups=..., state=step_size)``.
+
+    ``codes(w, bits, groups, state) -> (codes, scales)``: the scheme's weights as integer codes and
+    one scale per group (1-bit and 2-bit widths); with it, ``xtc export`` packs the scheme.
     """
 
     def add(fn: WeightQuantizer) -> WeightQuantizer:
@@ -158,9 +167,25 @@ def register_weight_quantizer(name: str, *, init_state: Optional[Callable[..., t
         _WEIGHT_QUANTIZERS[name] = fn
         if init_state is not None:
             _STATE_INITS[name] = init_state
+        if codes is not None:
+            _CODES[name] = codes
         return fn
 
     return add
+
+
+def scheme_codes(name: str) -> Optional[WeightCodes]:
+    """The ``codes`` function of a registered scheme, None if it registered none (not packable)."""
+    get_weight_quantizer(name)
+    return _CODES.get(name)
+
+
+def check_scheme_bits(scheme: str, bits: int) -> None:
+    """Quantize a tiny tensor, so that a scheme refusing ``bits`` (absmean is 2-bit only) says so now."""
+    fn, init = get_weight_quantizer(scheme), weight_quantizer_state_init(scheme)
+    w = torch.ones(1, 2)
+    with torch.no_grad():
+        fn(w, bits=bits, groups=1, **({"state": init(w, bits, 1)} if init is not None else {}))
 
 
 def weight_quantizer_state_init(name: str) -> Optional[Callable[..., torch.Tensor]]:
@@ -193,8 +218,10 @@ def default_scheme(bits: int) -> str:
     raise ConfigError(f"weight bits must be 1..16 (1 = binary, 2 = ternary), got {bits}")
 
 
-register_weight_quantizer("binary")(lambda w, bits=1, groups=1: binarize(w, groups))
-register_weight_quantizer("ternary")(lambda w, bits=2, groups=1: ternarize(w, groups))
+register_weight_quantizer("binary", codes=lambda w, bits, groups, state=None: binary_codes(w, groups))(
+    lambda w, bits=1, groups=1: binarize(w, groups))
+register_weight_quantizer("ternary", codes=lambda w, bits, groups, state=None: ternary_codes(w, groups))(
+    lambda w, bits=2, groups=1: ternarize(w, groups))
 register_weight_quantizer("symmetric")(lambda w, bits, groups=1: quantize_symmetric(w, bits, groups))
 
 
@@ -298,5 +325,7 @@ def lsq_codes(w: torch.Tensor, bits: int, groups: int, state: torch.Tensor) -> t
     return (_sign(x) if signs else torch.round(x)), step
 
 
-register_weight_quantizer("absmean")(_absmean)
-register_weight_quantizer("lsq", init_state=lsq_init)(lsq_quantize)
+register_weight_quantizer("absmean", codes=lambda w, bits, groups, state=None: absmean_codes(w, groups))(_absmean)
+register_weight_quantizer("lsq", init_state=lsq_init,
+                          codes=lambda w, bits, groups, state: lsq_codes(w, bits, groups, state.detach().float()))(
+    lsq_quantize)

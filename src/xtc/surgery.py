@@ -24,94 +24,19 @@ table stays FP. DeBERTa-v2-xlarge's optional ConvLayer sits outside the blocks a
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from torch import nn
 
 from .errors import ConfigError, ModelLoadError, UnsupportedModelError  # noqa: F401  (re-exported: raised here, defined there)
+from .config import ROW_GROUPS, XTC_CONFIG_NAME, XTCConfig  # noqa: F401  (XTCConfig: xtc.surgery.XTCConfig)
 from .modules import QuantEmbedding, QuantLinear
-from .quantizers import default_scheme, get_weight_quantizer
 
 # Families tested end to end; others with the same structure are accepted too.
 TESTED_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet", "deberta-v2")
-XTC_CONFIG_NAME = "xtc_config.json"
-ROW_GROUPS = "row"  # XTCConfig.groups: one scale per output row of every linear
-
-
-@dataclass(frozen=True)
-class XTCConfig:
-    """What to quantize and how.
-
-    weight_bits: 1 (binary), 2 (ternary) or k >= 3 (symmetric); ``weight_scheme`` overrides the
-        scheme picked from the bits (any name in the quantizer registry).
-    activation_bits: bits of the inputs of quantized linears (per-token, dynamic), None = FP32.
-    groups: scales per linear weight matrix: 1 = one per matrix (the paper's default), an integer
-        that divides the matrix, or ``"row"`` = one per output row (whatever each matrix's width).
-    quantize_embeddings: quantize the word embedding, one scale per row.
-    modules: names of linears (last name component, e.g. "query") to quantize; empty = every
-        linear inside the transformer blocks.
-    """
-
-    weight_bits: int = 1
-    activation_bits: Optional[int] = 8
-    groups: Union[int, str] = 1
-    quantize_embeddings: bool = True
-    weight_scheme: Optional[str] = None
-    modules: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self):
-        scheme = self.weight_scheme or default_scheme(self.weight_bits)
-        _check_scheme_bits(scheme, self.weight_bits)  # fails early on an unknown name or unfit bits
-        object.__setattr__(self, "weight_scheme", scheme)
-        object.__setattr__(self, "modules", tuple(self.modules))
-        if self.activation_bits is not None and not 2 <= self.activation_bits <= 16:
-            raise ConfigError(f"activation_bits must be 2..16 or None, got {self.activation_bits}")
-        if self.groups != ROW_GROUPS and (isinstance(self.groups, bool) or not isinstance(self.groups, int)
-                                          or self.groups < 1):
-            raise ConfigError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
-                             f"got {self.groups!r}")
-
-    def groups_for(self, linear: nn.Linear) -> int:
-        """The number of scale groups of ``linear``'s weight under this config."""
-        return linear.out_features if self.groups == ROW_GROUPS else self.groups
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["modules"] = list(self.modules)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "XTCConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown XTCConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
-    def save(self, directory: str | Path) -> None:
-        Path(directory, XTC_CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Optional["XTCConfig"]:
-        path = Path(directory, XTC_CONFIG_NAME)
-        return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
-
-
-def _check_scheme_bits(scheme: str, bits: int) -> None:
-    """Quantize a tiny tensor, so that a scheme refusing ``bits`` (absmean is 2-bit only) says so now."""
-    import torch
-
-    from .quantizers import weight_quantizer_state_init
-
-    fn, init = get_weight_quantizer(scheme), weight_quantizer_state_init(scheme)
-    w = torch.ones(1, 2)
-    with torch.no_grad():
-        fn(w, bits=bits, groups=1, **({"state": init(w, bits, 1)} if init is not None else {}))
 
 
 def find_layers(model: nn.Module) -> nn.ModuleList:
@@ -146,18 +71,28 @@ def _set_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:
 
 def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
     """Replace, in place, the linears of every transformer block (and the word embedding) by
-    quantization-aware modules that keep the latent weights. Returns ``model`` for chaining."""
+    quantization-aware modules that keep the latent weights. Returns ``model`` for chaining.
+
+    A model quantized before is left as it is when ``config`` is the same, and refused otherwise:
+    its linears are already quantization-aware, and applying a second config would leave them under
+    the first while the model's config claimed the second."""
+    previous = getattr(getattr(model, "config", None), "xtc", None) if is_quantized(model) else None
+    if is_quantized(model):
+        if previous is not None and XTCConfig.from_dict(previous).canonical() == config.canonical():
+            return model
+        raise ConfigError(f"the model is already quantized ({previous or 'by xtc'}); quantize a fresh copy of the "
+                          f"full-precision model with {config}")
     layers = find_layers(model)
     for block in layers:
         for parent in list(block.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear and (not config.modules or name in config.modules):
-                    setattr(parent, name, QuantLinear(child, config.weight_bits, config.weight_scheme,
+                    setattr(parent, name, QuantLinear(child, config.weight_bits, config.scheme,
                                                       config.groups_for(child), config.activation_bits))
     if config.quantize_embeddings:
         emb = model.get_input_embeddings()
         if type(emb) is nn.Embedding:
-            model.set_input_embeddings(QuantEmbedding(emb, config.weight_bits, config.weight_scheme))
+            model.set_input_embeddings(QuantEmbedding(emb, config.weight_bits, config.scheme))
     if getattr(model, "config", None) is not None:
         model.config.xtc = config.to_dict()  # travels with save_pretrained's config.json
     return model

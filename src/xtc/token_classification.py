@@ -9,7 +9,7 @@
 * Model: ``AutoModelForTokenClassification``; quantization and layer reduction are the same.
 * Distillation: the prediction loss is the soft cross-entropy of the per-token distributions over
   every real token (attention mask 1), plus the same attention and hidden-state losses
-  (:func:`xtc.distill.prediction_loss` with ``[B, T, C]`` logits and a mask).
+  (:func:`xtc.distillation.prediction_loss` with ``[B, T, C]`` logits and a mask).
 * Metric: entity-level precision / recall / F1 over BIO (IOB2) spans, micro-averaged over entities
   (the numbers of seqeval's default mode and conlleval; IOBES tags are read too), and token accuracy
   over labelled words. Words cut off by ``max_length`` are not scored.

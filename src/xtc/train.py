@@ -14,49 +14,20 @@ import os
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from .config import TrainConfig  # noqa: F401  (xtc.train.TrainConfig)
 from .errors import NonFiniteLossError  # noqa: F401  (re-exported: raised here, defined there)
 from .checkpoints import resume_point, truncate_log
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
-from .distill import DistillConfig, Distiller
+from .distillation import DistillConfig, Distiller
 from .io import write_json_atomic
 from .modules import QuantEmbedding, QuantLinear
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training stage (XTC-METHOD.md section 5)."""
-
-    epochs: float = 3.0
-    max_steps: int = -1  # > 0 overrides epochs
-    learning_rate: float = 2e-5
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    warmup_epochs: float = 1.0  # linear warm-up length, in epochs (fractions allowed)
-    weight_decay: float = 0.01
-    adam_epsilon: float = 1e-6
-    max_grad_norm: float = 1.0
-    eval_steps: Optional[int] = None  # None: evaluate at the end of every epoch
-    logging_steps: int = 10
-    max_length: int = 128
-    pad_to_max_length: bool = False  # True pads every batch to max_length, as the reference does
-    # Batches of similar lengths (Trainer's length-grouped sampler, with dynamic padding) carry about 30%
-    # fewer padded tokens than random ones on MRPC, and a step takes 0.63-0.75x the time, at the same dev metric
-    # within seed noise (benchmarks/README.md, "Length-grouped batches"). False: random batches.
-    group_by_length: bool = True
-    # The learning rate of the latent weights of quantized linears and embeddings, as a multiple of
-    # learning_rate (1.0 = the paper's single rate; stages without quantized modules are unaffected).
-    # A binary or ternary weight changes only when its latent value crosses a threshold (0 or the
-    # ternary delta); at fine-tuning rates few do within a short budget and the student stalls
-    # (benchmarks/README.md, "latent learning rate").
-    latent_lr_scale: float = 10.0
-    seed: int = 42
 
 
 class JsonLinesLog(TrainerCallback):

@@ -8,63 +8,10 @@ input and what would fix it, and *before* anything is written: ``pipeline.compre
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import ConfigError
-
-# Model types whose encoder xtc compresses end to end (quantization, layer reduction and the KD
-# attention-score capture through transformers' attention interface), checked on tiny random
-# configs. mpnet and deberta-v2 compute attention themselves; their scores are captured at the softmax
-# (xtc.distill, tests/test_families.py). Other families either compute attention in other ways
-# (longformer, ...), are not plain encoders (gpt2, t5, bart, llama, ...)
-# or need inputs GLUE does not have.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "mpnet",
-                         "deberta-v2", "ernie",
-                         "data2vec-text", "roberta-prelayernorm")
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-            "pytorch_model.bin.index.json")
-
-
-def check_model(name_or_path: str, what: str = "model", supported_only: bool = True):
-    """The config of a loadable (and with ``supported_only``, compressible) model; raises
-    ModelLoadError / UnsupportedModelError."""
-    from transformers import AutoConfig
-
-    from .pipeline import ModelLoadError
-    from .surgery import UnsupportedModelError
-
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    fix = "pass a folder written by save_pretrained (config.json + weights, e.g. RUN/teacher/model) or a hub model name"
-    if path.exists():
-        if not path.is_dir():
-            raise ModelLoadError(f"{what} {name} is a file, not a model folder; {fix}")
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{what} folder {name} is not a transformers model (no config.json); {fix}")
-        if not any((path / w).is_file() for w in _WEIGHTS):
-            raise ModelLoadError(f"{what} folder {name} has no weights (model.safetensors or pytorch_model.bin); {fix}")
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ModelLoadError(f"{what} folder {name} does not exist; {fix}")
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
-        raise ModelLoadError(f"cannot load {what} {name!r}: {first}; {fix}") from None
-    model_type = getattr(config, "model_type", None)
-    if supported_only and model_type not in SUPPORTED_MODEL_TYPES:
-        arch = ", ".join(getattr(config, "architectures", None) or []) or "no architecture named"
-        raise UnsupportedModelError(
-            f"{what} {name} is a {model_type!r} model ({arch}), which xtc cannot compress; "
-            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
-    return config
-
-
-def check_tokenizer(name_or_path: str, what: str = "model") -> None:
-    from .pipeline import _load_tokenizer
-
-    _load_tokenizer(name_or_path)
-
+from .models import SUPPORTED_MODEL_TYPES, check_model, check_tokenizer_fits, load_tokenizer  # noqa: F401
 
 def check_layers(layers: Optional[Sequence[int]], num_layers: int, what: str = "layers") -> None:
     """``layers`` (teacher layers the student copies, 0-based) must be distinct and in range."""
@@ -80,20 +27,6 @@ def check_layers(layers: Optional[Sequence[int]], num_layers: int, what: str = "
     repeated = sorted({i for i in layers if layers.count(i) > 1})
     if repeated:
         raise ConfigError(f"{what} {','.join(map(str, layers))} repeats {repeated}; name each layer once")
-
-
-def check_quant(quant) -> None:
-    """A ``QuantConfig`` that the quantizers accept (bits, scheme, groups, activation bits)."""
-    if quant is None:
-        return
-    from .surgery import XTCConfig
-
-    try:
-        XTCConfig(weight_bits=quant.weight_bits, activation_bits=quant.activation_bits, groups=quant.groups,
-                  quantize_embeddings=quant.quantize_embeddings, weight_scheme=quant.weight_scheme)
-    except (ValueError, KeyError) as e:
-        msg = str(e).strip("'\"")
-        raise ConfigError(f"quantization settings: {msg}") from None
 
 
 def check_groups(quant, config) -> None:
@@ -128,12 +61,26 @@ def check_data(task, glue_dir: Optional[str], train_file: Optional[str] = None, 
 
 
 def check_compress_inputs(recipe, task, data=None) -> None:
-    """Everything ``compress`` needs, checked before the run folder is touched."""
-    check_quant(recipe.quant)
+    """Everything ``compress`` needs, checked before the run folder is touched (the configs of the
+    recipe checked their own values when they were made)."""
     source = recipe.teacher or recipe.model
-    config = check_model(source, "teacher" if recipe.teacher else "model")
+    what = "teacher" if recipe.teacher else "model"
+    config = check_model(source, what, supported_only=bool(recipe.layers or recipe.quant))
     check_layers(recipe.layers, int(getattr(config, "num_hidden_layers")))
     check_groups(recipe.quant, config)
-    check_tokenizer(source)
+    check_tokenizer_fits(load_tokenizer(source), config, f"{what} {source}")
     if data is None:  # pre-loaded data (your own files) was read and checked by its loader
         check_data(task, recipe.glue_dir, recipe.train_file)
+
+
+def check_stage_inputs(model: str, what: str, task, glue_dir, train_file=None, data=None, layers=None,
+                       quant=None, supported_only: bool = True):
+    """What a single stage (finetune / distill) reads, checked before its folder is touched; returns
+    the model's config."""
+    config = check_model(model, what, supported_only=supported_only)
+    check_layers(layers, int(getattr(config, "num_hidden_layers")))
+    check_groups(quant, config)
+    check_tokenizer_fits(load_tokenizer(model), config, f"{what} {model}")
+    if data is None:
+        check_data(task, glue_dir, train_file)
+    return config

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PACKABLE_WEIGHT_BITS
 from ..errors import ConfigError, InputError
 from .. import quantizers as Q
 from ..modules import QuantEmbedding, QuantLinear
@@ -158,26 +159,21 @@ class PackedEmbedding(nn.Module):
 # Codes of a quantization-aware module: the quantizers' own *_codes functions
 # ------------------------------------------------------------------------------------------------
 def _codes(module: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes [groups, n], scales [groups]) exactly as the module's quantizer computes them."""
+    """(codes [groups, n], scales [groups]) exactly as the module's quantizer computes them, from the
+    ``codes`` function its scheme registered (``register_weight_quantizer(..., codes=...)``)."""
     scheme, bits, w = module.weight_scheme, module.weight_bits, module.weight.detach().float()
-    state = getattr(module, "step_size", None)
-    if scheme == "binary":
-        codes, scales = Q.binary_codes(w, groups)
-    elif scheme == "ternary":
-        codes, scales = Q.ternary_codes(w, groups)
-    elif scheme == "absmean" and hasattr(Q, "absmean_codes"):
-        codes, scales = Q.absmean_codes(w, groups)
-    elif scheme == "lsq" and hasattr(Q, "lsq_codes") and bits in (1, 2):
-        codes, scales = Q.lsq_codes(w, bits, groups, state.detach().float())
-    else:
-        raise ConfigError(f"the packed format holds 1-bit and 2-bit (ternary) weights (schemes binary, ternary, "
-                         f"absmean, lsq); this model uses {scheme!r} with {bits} bits")
+    to_codes = Q.scheme_codes(scheme)
+    if to_codes is None or bits not in PACKABLE_WEIGHT_BITS:
+        packable = ", ".join(n for n in Q.available_weight_quantizers() if Q.scheme_codes(n))
+        raise ConfigError(f"the packed format holds 1-bit and 2-bit weights of the schemes that register their "
+                          f"codes ({packable}); this model uses {scheme!r} with {bits} bits")
+    codes, scales = to_codes(w, bits, groups, getattr(module, "step_size", None))
     return codes, scales.float()
 
 
 def _kind(codes: torch.Tensor, bits: int) -> str:
     """binary for 1-bit weights, ternary for 2-bit; :func:`bitpack.pack` checks the code values."""
-    if bits in (1, 2):
+    if bits in PACKABLE_WEIGHT_BITS:
         return "binary" if bits == 1 else "ternary"
     raise ConfigError(f"only 1-bit and 2-bit weights pack, got {bits} bits")
 

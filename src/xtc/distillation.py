@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
+from .config import DistillConfig  # noqa: F401  (xtc.distill.DistillConfig)
 from .errors import ConfigError, UnsupportedModelError
 
 SCORE_CAPTURE_ATTENTION = "xtc_kd"
@@ -188,22 +188,6 @@ def capture_attention_scores(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     finally:
         for m in modules:
             m._xtc_sink = None
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Weights and options of the KD loss; defaults are XTC's."""
-
-    pred_weight: float = 1.0
-    att_weight: float = 1.0
-    hid_weight: float = 1.0
-    label_weight: float = 0.0  # training on labels (cross-entropy / MSE): off by default
-    temperature: float = 1.0
-    averaging: str = "tokens"  # or "reference"
-
-    def __post_init__(self):
-        if self.averaging not in ("tokens", "reference"):
-            raise ConfigError(f"averaging must be 'tokens' or 'reference', got {self.averaging!r}")
 
 
 def _masked_mse(s: torch.Tensor, t: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:

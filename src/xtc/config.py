@@ -1,0 +1,209 @@
+"""The three configurations of a compression, as small dataclasses: what to quantize
+(:class:`XTCConfig`), how a stage trains (:class:`TrainConfig`) and the distillation loss
+(:class:`DistillConfig`). A recipe (``xtc.recipe``) is these plus the model, task and layers.
+
+Every value is checked when the config is made, so that a bad one fails before anything runs or
+is written, with a :class:`~xtc.errors.ConfigError` that names the value and its range. This module
+imports neither torch nor transformers (the command line's help comes back at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import ConfigError
+
+XTC_CONFIG_NAME = "xtc_config.json"
+ROW_GROUPS = "row"  # XTCConfig.groups: one scale per output row of every linear
+# The weight widths the packed format stores (xtc export, load_packed): binary and ternary codes.
+PACKABLE_WEIGHT_BITS = (1, 2)
+
+
+def _number(owner: str, name: str, value, *, low=None, high=None, low_open=False, integer=False,
+            fix: str = "") -> None:
+    """Refuse a value that is not a number in [low, high] (``low_open``: low itself excluded)."""
+    kind = "a whole number" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
+        raise ConfigError(f"{owner}: {name} must be {kind}, got {value!r}{fix}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        if low is not None and high is not None and not low_open:
+            bound = f"{low}..{high}"
+        elif too_low:
+            bound = f"greater than {low}" if low_open else f"at least {low}"
+        else:
+            bound = f"at most {high}"
+        raise ConfigError(f"{owner}: {name} must be {bound}, got {value!r}{fix}")
+
+
+def _flag(owner: str, name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class XTCConfig:
+    """What to quantize and how (one config for ``quantize_``, recipes and the command line).
+
+    weight_bits: 1 (binary), 2 (ternary) or k >= 3 (symmetric); ``weight_scheme`` overrides the
+        scheme picked from the bits (any name in the quantizer registry).
+    activation_bits: bits of the inputs of quantized linears (per-token, dynamic), None = FP32.
+    groups: scales per linear weight matrix: 1 = one per matrix (the paper's default), an integer
+        that divides the matrix, or ``"row"`` = one per output row (whatever each matrix's width).
+    quantize_embeddings: quantize the word embedding, one scale per row.
+    modules: names of linears (last name component, e.g. "query") to quantize; empty = every
+        linear inside the transformer blocks.
+    """
+
+    weight_bits: int = 1
+    activation_bits: Optional[int] = 8
+    groups: Union[int, str] = 1
+    quantize_embeddings: bool = True
+    weight_scheme: Optional[str] = None
+    modules: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        owner = "quantization"
+        _number(owner, "weight_bits", self.weight_bits, low=1, high=16, integer=True,
+                fix=" (1 = binary, 2 = ternary)")
+        if self.activation_bits is not None:
+            # below 4 bits a per-token symmetric grid keeps 7 levels or fewer: no longer an 8-bit-style
+            # activation quantizer but a different method, which xtc neither tests nor packs
+            _number(owner, "activation_bits", self.activation_bits, low=4, high=16, integer=True,
+                    fix=" (8 = XTC's; None = full precision)")
+        if self.groups != ROW_GROUPS and (isinstance(self.groups, bool) or not isinstance(self.groups, int)
+                                          or self.groups < 1):
+            raise ConfigError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
+                              f"got {self.groups!r}")
+        _flag(owner, "quantize_embeddings", self.quantize_embeddings)
+        object.__setattr__(self, "modules", tuple(self.modules))
+        if self.weight_scheme is not None:  # XTC's own scheme for the bits always fits them
+            from .quantizers import check_scheme_bits  # imports torch: only for a named scheme
+
+            check_scheme_bits(self.scheme, self.weight_bits)  # an unknown name or unfit bits fail now
+
+    @property
+    def scheme(self) -> str:
+        """The weight quantizer's name: ``weight_scheme``, or XTC's scheme for ``weight_bits``."""
+        if self.weight_scheme:
+            return self.weight_scheme
+        return {1: "binary", 2: "ternary"}.get(self.weight_bits, "symmetric")
+
+    @property
+    def packable(self) -> bool:
+        """Whether ``xtc export`` can write this model as a packed file."""
+        from .quantizers import scheme_codes
+
+        return self.weight_bits in PACKABLE_WEIGHT_BITS and scheme_codes(self.scheme) is not None
+
+    def groups_for(self, linear) -> int:
+        """The number of scale groups of ``linear``'s weight under this config."""
+        return linear.out_features if self.groups == ROW_GROUPS else self.groups
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["modules"] = list(self.modules)
+        return d
+
+    def canonical(self) -> dict:
+        """``to_dict`` with the scheme spelled out: equal for configs that quantize alike."""
+        return {**self.to_dict(), "weight_scheme": self.scheme}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "XTCConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown XTCConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, XTC_CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Optional["XTCConfig"]:
+        path = Path(directory, XTC_CONFIG_NAME)
+        return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training stage (docs/method.md, "Budgets")."""
+
+    epochs: float = 3.0
+    max_steps: int = -1  # >= 1 overrides epochs; -1 = train for ``epochs``
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup_epochs: float = 1.0  # linear warm-up length, in epochs (fractions allowed)
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = 1.0
+    eval_steps: Optional[int] = None  # None: evaluate at the end of every epoch
+    logging_steps: int = 10
+    max_length: int = 128
+    pad_to_max_length: bool = False  # True pads every batch to max_length, as the reference does
+    # Batches of similar lengths (Trainer's length-grouped sampler, with dynamic padding) carry fewer
+    # padded tokens and take less time per step at the same dev metric (benchmarks/README.md).
+    # False: random batches.
+    group_by_length: bool = True
+    # The learning rate of the latent weights of quantized linears and embeddings, as a multiple of
+    # learning_rate (1.0 = the paper's single rate; stages without quantized modules are unaffected).
+    # A binary or ternary weight changes only when its latent value crosses a threshold (0 or the
+    # ternary delta); at fine-tuning rates few do within a short budget and the student stalls
+    # (docs/method.md, "Where xtc departs from the paper").
+    latent_lr_scale: float = 10.0
+    seed: int = 42
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values that would mean something other than what they say (also after ``replace``)."""
+        owner = "training"
+        _number(owner, "epochs", self.epochs, low=0, low_open=True)
+        _number(owner, "max_steps", self.max_steps, integer=True, low=-1)
+        if self.max_steps == 0:
+            raise ConfigError(f"{owner}: max_steps must be at least 1 (or -1 to train for the epochs), got 0")
+        _number(owner, "learning_rate", self.learning_rate, low=0, low_open=True)
+        _number(owner, "batch_size", self.batch_size, low=1, integer=True)
+        _number(owner, "eval_batch_size", self.eval_batch_size, low=1, integer=True)
+        _number(owner, "warmup_epochs", self.warmup_epochs, low=0)
+        _number(owner, "weight_decay", self.weight_decay, low=0)
+        _number(owner, "adam_epsilon", self.adam_epsilon, low=0, low_open=True)
+        _number(owner, "max_grad_norm", self.max_grad_norm, low=0)
+        if self.eval_steps is not None:
+            _number(owner, "eval_steps", self.eval_steps, low=1, integer=True)
+        _number(owner, "logging_steps", self.logging_steps, low=1, integer=True)
+        _number(owner, "max_length", self.max_length, low=2, high=8192, integer=True)
+        _flag(owner, "pad_to_max_length", self.pad_to_max_length)
+        _flag(owner, "group_by_length", self.group_by_length)
+        _number(owner, "latent_lr_scale", self.latent_lr_scale, low=0, low_open=True)
+        _number(owner, "seed", self.seed, integer=True, low=0)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Weights and options of the KD loss (docs/method.md, "The loss"); defaults are XTC's."""
+
+    pred_weight: float = 1.0
+    att_weight: float = 1.0
+    hid_weight: float = 1.0
+    label_weight: float = 0.0  # training on labels (cross-entropy / MSE): off by default
+    temperature: float = 1.0
+    averaging: str = "tokens"  # or "reference"
+
+    def __post_init__(self):
+        owner = "distillation"
+        for name in ("pred_weight", "att_weight", "hid_weight", "label_weight"):
+            _number(owner, name, getattr(self, name), low=0)
+        _number(owner, "temperature", self.temperature, low=0, low_open=True)
+        if self.averaging not in ("tokens", "reference"):
+            raise ConfigError(f"averaging must be 'tokens' or 'reference', got {self.averaging!r}")
