@@ -73,6 +73,8 @@ def load_custom_task(train: str | Path | None = None, dev: str | Path | None = N
         label_names = None
     else:
         label_names = tuple(str(x) for x in labels) if labels else _discover_labels(train_rows)
+        if not labels:
+            _report_labels(label_names, str(train or dataset))
         if len(set(label_names)) != len(label_names):
             raise DataError(f"labels {list(label_names)} repeat a name; give each class once")
         if len(label_names) < 2:
@@ -268,6 +270,18 @@ def _label_text(value: Any) -> Optional[str]:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 1.0 in JSON and 1 in a CSV are the same class
     return str(value).strip()
+
+
+def _report_labels(names: tuple[str, ...], where: str) -> None:
+    """Say which classes the training data defined: a stray label (a ``5`` among ``0``/``1``) would
+    otherwise become a class of its own without a word."""
+    import logging
+
+    listed = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    note = f"{where}: {len(names)} classes found in the training data, in index order: {listed}"
+    if all(n.lstrip("-").isdigit() for n in names) and [int(n) for n in names] != list(range(len(names))):
+        note += f" (integer labels that are not 0..{len(names) - 1}: each becomes the class at its position)"
+    logging.getLogger("xtc").warning(note + "; pass --labels to name the classes yourself")
 
 
 def _discover_labels(rows: list[tuple]) -> tuple[str, ...]:

@@ -50,9 +50,13 @@ def _check_writable(path: Path) -> None:
         parent = parent.parent
     if parent.exists() and not parent.is_dir():
         raise RunFolderError(f"cannot create {path}: {parent} is a file, not a folder")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise RunFolderError(f"cannot write to {path}: {parent} is read-only or not writable by you; "
-                             "choose another output folder")
+    if parent.exists():
+        try:  # a probe file, not os.access: a read-only mount refuses even root, whom os.access lets pass
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as e:
+            raise RunFolderError(f"cannot write to {path}: {parent} is not writable ({e.strerror or e}); "
+                                 "choose another output folder") from None
 
 
 def check_output(path: str | Path, overwrite: bool = False, folder: bool = False) -> None:
@@ -66,8 +70,6 @@ def check_output(path: str | Path, overwrite: bool = False, folder: bool = False
             raise RunFolderError(f"{path} is a folder; the output must be a file (give a file name)")
         if (path.is_file() or any(path.iterdir())) and not overwrite:
             raise RunFolderError(f"{path} already exists; pass --overwrite to replace it")
-        if not os.access(path if path.is_dir() else path.parent, os.W_OK):
-            raise RunFolderError(f"cannot write to {path}: read-only or not writable by you")
     _check_writable(path)
 
 

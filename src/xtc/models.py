@@ -25,9 +25,12 @@ _FIX = "pass a folder written by save_pretrained (config.json + weights, e.g. RU
 
 
 def looks_like_a_path(name: str) -> bool:
-    """A name that can only mean a local folder: it starts with ``.``, ``/`` or ``~``, or has more
-    than one ``/`` (hub names are ``org/name``), or a backslash."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    """A name that can only mean a local folder: it starts with ``.``, ``/`` or ``~``, has more than
+    one ``/`` (hub names are ``org/name``) or a backslash, or its first part is a local folder
+    (``models/minilm`` beside a ``models/`` folder)."""
+    first = name.split("/", 1)[0]
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+            or ("/" in name and Path(first).is_dir()))
 
 
 def _check_weight_files(path: Path, what: str) -> None:
@@ -74,7 +77,8 @@ def check_model(name_or_path: str, what: str = "model", supported_only: bool = T
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError, KeyError, TypeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
-        raise ModelLoadError(f"cannot load {what} {name!r}: {first}; {_FIX}") from None
+        where = "" if path.exists() else "no local folder of that name, and as a hub name: "
+        raise ModelLoadError(f"cannot load {what} {name!r}: {where}{first}; {_FIX}") from None
     model_type = getattr(config, "model_type", None)
     if supported_only and model_type not in SUPPORTED_MODEL_TYPES:
         arch = ", ".join(getattr(config, "architectures", None) or []) or "no architecture named"
@@ -91,8 +95,10 @@ def load_tokenizer(name_or_path: str):
 
     try:
         return AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError, TypeError) as e:
-        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001  (the tokenizers library raises plain Exception on a damaged file)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path!r}: {first}; the tokenizer files are "
+                             "missing or damaged: save the tokenizer again (tokenizer.save_pretrained)") from None
 
 
 def check_tokenizer_fits(tokenizer, config, what: str) -> None:

@@ -34,7 +34,7 @@ from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_sp
 from .distillation import DistillConfig
 from .io import write_json_atomic, write_text_atomic
 from .recipe import Recipe
-from .surgery import XTCConfig, layer_map, quantize_, reduce_layers
+from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
 from .token_classification import dataset_for, pad_concat
 from .train import TrainConfig, train_stage
 
@@ -118,7 +118,7 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
     new = _stage_folder(output_dir, resume, overwrite)
     with _removed_if_failed_early(output_dir, new):
-        return train_stage(net, tokenizer, task, train, dev, output_dir, config, resume=resume)
+        return train_stage(net, tokenizer, task, train, dev, output_dir, config, resume=resume, stage="teacher")
 
 
 def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, glue_dir: Optional[str] = None,
@@ -155,7 +155,8 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
     new = _stage_folder(output_dir, resume, overwrite)
     with _removed_if_failed_early(output_dir, new):
         return train_stage(net, tokenizer, task, train, dev, output_dir, config, teacher=teacher_model,
-                           layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume)
+                           layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume,
+                           stage="qat" if quant is not None or is_quantized(net) else "reduce")
 
 
 @torch.no_grad()
@@ -182,7 +183,16 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
 
 def _stage_done(stage_dir: Path) -> Optional[dict]:
     marker = stage_dir / "stage.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
+    if not marker.exists():
+        return None
+    try:
+        summary = json.loads(marker.read_text())
+        if isinstance(summary, dict) and isinstance(summary.get("dev"), dict):
+            return summary
+    except (OSError, ValueError):
+        pass
+    raise RunFolderError(f"{marker} is damaged (not the stage summary xtc writes); delete it to train that stage "
+                         "again with --resume, or start over with --overwrite")
 
 
 def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overwrite: bool = False,

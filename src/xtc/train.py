@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .config import TrainConfig  # noqa: F401  (xtc.train.TrainConfig)
+from .config import TrainConfig
+from .progress import StageProgress  # noqa: F401  (xtc.train.TrainConfig)
 from .errors import NonFiniteLossError  # noqa: F401  (re-exported: raised here, defined there)
 from .checkpoints import resume_point, truncate_log
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
@@ -153,10 +154,11 @@ def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
 def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
                 dev_sets: dict[str, TokenizedDataset], output_dir: Path, config: TrainConfig,
                 teacher=None, layer_map: Sequence[int] = (), distill_config: DistillConfig | None = None,
-                resume: bool = False) -> dict:
+                resume: bool = False, stage: str | None = None) -> dict:
     """Train ``model`` and leave its best dev checkpoint in ``output_dir/model``.
 
-    Returns a summary: best dev metrics, steps, epochs, wall time.
+    Returns a summary: best dev metrics, steps, epochs, wall time. ``stage`` names the progress
+    lines (teacher, reduce, qat; default: the folder's name).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +214,8 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         distill_config=distill_config,
         latent_lr_scale=config.latent_lr_scale,
     )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StageProgress(stage or output_dir.name))
     resume_from = None
     if resume:
         # the newest *complete* checkpoint (one cut short by a kill is deleted, on the main

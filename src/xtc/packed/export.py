@@ -24,7 +24,7 @@ def _is_quantized_checkpoint(folder: Path) -> bool:
         return False
     try:
         return bool(json.loads(cfg.read_text()).get("xtc"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
         return False
 
 
@@ -58,18 +58,18 @@ def _teacher_layers(root: Path, checkpoint: Path) -> int | None:
             teacher = (yaml.safe_load(recipe.read_text()) or {}).get("teacher")
             if isinstance(teacher, str):
                 folders.append(Path(teacher))
-        except (OSError, ValueError, AttributeError, ImportError):
+        except Exception:  # noqa: BLE001 - the teacher's depth is optional information for the report
             pass
     for folder in folders:
         cfg = folder / "config.json"
         if cfg.is_file():
             try:
                 d = json.loads(cfg.read_text())
-            except (OSError, json.JSONDecodeError):
+                n = d.get("num_hidden_layers") or d.get("n_layers") or d.get("num_layers")
+                if n:
+                    return int(n)
+            except (OSError, ValueError, AttributeError, TypeError):  # optional: a damaged file is skipped
                 continue
-            n = d.get("num_hidden_layers") or d.get("n_layers") or d.get("num_layers")
-            if n:
-                return int(n)
     return None
 
 
@@ -82,8 +82,11 @@ def export(run_or_checkpoint_dir: str | Path, out_dir: str | Path, fp_dtype: str
 
     from ..surgery import load_quantized
 
+    from ..models import check_model
+
     root = Path(run_or_checkpoint_dir)
     checkpoint = find_checkpoint(root)
+    check_model(str(checkpoint), "checkpoint", supported_only=False)  # damaged files fail here, in one line
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

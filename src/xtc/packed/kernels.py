@@ -51,8 +51,13 @@ def extension():
             # A content hash in the name: an edited source never reuses a stale cached build.
             src = CSRC / "xtc_kernels.cpp"
             tag = hashlib.sha256(src.read_bytes()).hexdigest()[:10]
+            name = f"xtc_packed_kernels_{tag}"
+            if not _built(name):
+                import sys
+
+                print("compiling xtc kernels (first use, about 30 s)", file=sys.stderr, flush=True)
             _ext = load(
-                name=f"xtc_packed_kernels_{tag}",
+                name=name,
                 sources=[str(src)],
                 # -fopenmp: at::parallel_for is an OpenMP region compiled into this library; the
                 # process shares torch's libgomp (same soname), hence torch.set_num_threads applies.
@@ -70,6 +75,16 @@ def extension():
             )
             _ext = None
     return _ext
+
+
+def _built(name: str) -> bool:
+    """Whether torch's extension cache already holds this build (then loading takes no time)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
+    except Exception:  # noqa: BLE001 - a private torch helper: if it moves, just say nothing
+        return True
 
 
 def kernel_info() -> dict:

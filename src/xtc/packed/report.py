@@ -60,10 +60,14 @@ def _teacher_shapes(shapes: dict[str, list[int]], student_layers: int, teacher_l
 
 
 def size_report(path: str | Path, teacher_num_layers: int | None = None) -> list[dict]:
-    """Rows ``{part, parameters, bits_per_param, bytes, fp32_bytes, ratio}`` (ratio = fp32 / bytes)."""
-    file, header, meta = fmt.read_header(path)
-    entries = json.loads(meta["entries"])
-    size = {name: int(v["data_offsets"][1]) - int(v["data_offsets"][0]) for name, v in header.items()}
+    """Rows ``{part, parameters, bits_per_param, bytes, fp32_bytes, ratio}`` (ratio = fp32 / bytes).
+
+    The file is read and checked as ``load_packed`` checks it (header, checksum, every tensor), so a
+    damaged file raises :class:`PackedFormatError` instead of a report of sizes it does not have."""
+    entries, tensors, info = fmt.read(path)
+    file = info["file"]
+    size = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    del tensors
 
     def stored(name, entry):
         return sum(size.get(t, 0) for t in fmt.stored_tensors(name, entry))
@@ -96,8 +100,8 @@ def size_report(path: str | Path, teacher_num_layers: int | None = None) -> list
     params = sum(_numel(s) for s in shapes.values())
     rows.append(row("total: whole file vs FP32 file", params, file_size, fp32_file_bytes(shapes)))
     rows.append(row("quantized tensors only (paper's count)", quant_params, quant_bytes, 4 * quant_params))
-    student_layers = int(meta.get("num_layers", "0") or 0)
-    teacher = teacher_num_layers or json.loads(meta.get("teacher_num_layers", "null") or "null")
+    student_layers = len(info["layer_map"])
+    teacher = teacher_num_layers or info["teacher_num_layers"]
     if teacher and student_layers and int(teacher) > student_layers:
         t_shapes = _teacher_shapes(shapes, student_layers, int(teacher))
         quantized = {n for n, e in entries.items() if e["kind"] in ("binary", "ternary")}
