@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from xtc.augment import (
+from xtc.data.augment import (
     STOPWORDS,
     EmbeddingNeighbourCandidates,
     MaskedLMCandidates,

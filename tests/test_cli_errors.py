@@ -261,7 +261,7 @@ def test_a_bug_keeps_its_traceback_and_says_so(env, monkeypatch):
 def test_labels_found_in_own_data_are_reported(env, tmp_path, caplog):
     csv = tmp_path / "own.csv"
     csv.write_text("text,label\n" + "".join(f"movie {i},{[0, 1, 5][i % 3]}\n" for i in range(12)))
-    from xtc.custom_data import load_custom_task
+    from xtc.data import load_custom_task
 
     with caplog.at_level("WARNING", logger="xtc"):
         task, _, _ = load_custom_task(str(csv), None, text_column="text", label_column="label", dev_fraction=0.25,

@@ -6,7 +6,7 @@ import sys
 import pytest
 import tiny_data
 
-from xtc.custom_data import load_custom_task, split_dev
+from xtc.data import load_custom_task, split_dev
 from xtc.data import DataError, Example, compute_metrics
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from xtc.packed import kernels as K
-from xtc.packed.model import PackedFFN, PackedLinear
+from xtc.packed.modules import PackedFFN, PackedLinear
 from xtc.quantizers import quantize_activations
 
 ext = K.extension()

@@ -9,7 +9,7 @@ import torch
 
 from xtc.data import DataError, compute_metrics, make_collator
 from xtc.distillation import prediction_loss
-from xtc.token_classification import (
+from xtc.data.token import (
     IGNORE,
     TokenClassificationDataset,
     TokenExample,

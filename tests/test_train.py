@@ -90,7 +90,7 @@ def test_a_budget_shorter_than_an_epoch_is_still_evaluated(tmp_path):
     import tiny_data
     from test_custom_data import _csv
 
-    from xtc.custom_data import load_custom_task
+    from xtc.data import load_custom_task
     from xtc.pipeline import finetune
     from xtc.train import TrainConfig
 

@@ -79,7 +79,7 @@ OPTIONS: dict[str, Opt] = {
     "group_by_length": Opt(Optional[bool], None, "batch examples of similar length together (less padding, faster "
                                                  "steps), or draw batches at random",
                            ("--group-by-length/--random-batches",), show_default="--group-by-length"),
-    # your own data instead of a GLUE task (xtc.custom_data, xtc.token_classification)
+    # your own data instead of a GLUE task (xtc.data.own, xtc.data.token)
     "train_file": Opt(Optional[Path], None, "your own training data instead of --task: .csv / .tsv / .jsonl with "
                                             "named columns; for token classification a CoNLL-style file or .jsonl"),
     "dev_file": Opt(Optional[Path], None, "your own dev data", show_default="--dev-fraction of the training data"),
@@ -195,11 +195,11 @@ def _own_data(options: dict, need_task: bool = True):
     common = dict(dev_fraction=options["dev_fraction"], seed=42 if seed is None else seed, labels=names,
                   dataset=dataset, dataset_config=options.get("dataset_config"))
     if options["task_type"] in ("token-classification", "token_classification", "token"):
-        from .token_classification import load_token_task
+        from .data.token import load_token_task
 
         return None, load_token_task(train_file, dev_file, tokens_column=options["tokens_column"],
                                      tags_column=options["tags_column"], **common)
-    from .custom_data import load_custom_task
+    from .data.own import load_custom_task
 
     return None, load_custom_task(train_file, dev_file, text_column=options["text_column"],
                                   text_pair_column=options.get("text_pair_column"),
@@ -306,7 +306,7 @@ def augment(
     options: dict = None,
 ):
     """TinyBERT-style data augmentation of a task's training set (works offline)."""
-    from .augment import augment_cmd
+    from .data.augment import augment_cmd
     from .data import get_task
     from .io import check_output
 

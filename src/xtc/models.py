@@ -116,7 +116,6 @@ def load_model(name_or_path: str, task):
     from transformers.utils import logging as hf_logging
 
     from .surgery import load_quantized
-    from .token_classification import model_class_for
 
     kwargs = {"num_labels": task.num_labels}
     if task.labels:
@@ -127,7 +126,7 @@ def load_model(name_or_path: str, task):
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
     try:
-        return load_quantized(name_or_path, model_class=model_class_for(task), **kwargs)
+        return load_quantized(name_or_path, model_class=task.model_class(), **kwargs)
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(

@@ -30,12 +30,11 @@ from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (
 from .io import check_run_folder, prepare_run_folder
 from .models import load_model, load_tokenizer
 from . import __version__
-from .data import TaskSpec, TokenizedDataset, compute_metrics, get_task, load_split, make_collator, read_tsv
+from .data import TaskSpec, get_task, load_split, make_collator, pad_concat, read_tsv
 from .distillation import DistillConfig
 from .io import write_json_atomic, write_text_atomic
 from .recipe import Recipe
 from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
-from .token_classification import dataset_for, pad_concat
 from .train import TrainConfig, train_stage
 
 
@@ -48,17 +47,17 @@ def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: in
     """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s).
 
     ``examples``: pre-loaded ``(train_examples, {split: dev_examples})`` (your own data, see
-    :func:`xtc.custom_data.load_custom_task`) instead of the GLUE files."""
+    :func:`xtc.data.load_custom_task`) instead of the GLUE files."""
     if examples is not None:
         if train_file:
             raise ConfigError("a train file (augmented data) and pre-loaded data were both given; pass one")
-        train = dataset_for(task, examples[0], tokenizer, max_length) if with_train else None
-        return train, {split: dataset_for(task, ex, tokenizer, max_length) for split, ex in examples[1].items()}
+        train = task.dataset(examples[0], tokenizer, max_length) if with_train else None
+        return train, {split: task.dataset(ex, tokenizer, max_length) for split, ex in examples[1].items()}
     train = None
     if with_train:
         train_examples = read_tsv(task, train_file) if train_file else load_split(task, "train", glue_dir)
-        train = TokenizedDataset(train_examples, tokenizer, max_length)
-    dev = {split: TokenizedDataset(load_split(task, split, glue_dir), tokenizer, max_length)
+        train = task.dataset(train_examples, tokenizer, max_length)
+    dev = {split: task.dataset(load_split(task, split, glue_dir), tokenizer, max_length)
            for split in task.dev_splits}
     return train, dev
 
@@ -101,7 +100,7 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     """Stage 1: fine-tune ``model`` on the task (cross-entropy / MSE on labels). FP32.
 
     ``data``: ``(task, train_examples, {split: dev_examples})`` of your own data (from
-    :func:`xtc.custom_data.load_custom_task` or :func:`xtc.token_classification.load_token_task`);
+    :func:`xtc.data.load_custom_task` or :func:`xtc.data.load_token_task`);
     ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages.
     ``output_dir`` holding a finished stage is replaced only with ``overwrite``, an unfinished one
     continued only with ``resume``; every input is checked before anything is written."""
@@ -176,7 +175,7 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
             labels.append(batch.pop("labels"))
             logits.append(net(**batch).logits)
         # token classification: batches differ in length, padded (labels with -100, never scored)
-        results[split] = compute_metrics(task, pad_concat([x.numpy() for x in logits], -100.0),
+        results[split] = task.compute(pad_concat([x.numpy() for x in logits], -100.0),
                                          pad_concat([y.numpy() for y in labels], -100))
     return results
 

@@ -47,7 +47,7 @@ def parse_layers(value, what: str = "layers") -> Optional[list[int]]:
         raise ConfigError(f"{what} must be a list of layer numbers such as [1, 3, 5], got {value!r}")
     out = []
     for item in items:
-        if isinstance(item, str) and item.strip().lstrip("-").isdigit():
+        if isinstance(item, str) and re.fullmatch(r"\s*-?\d+\s*", item):
             item = int(item)
         if isinstance(item, bool) or not isinstance(item, int):
             raise ConfigError(f"{what} must be comma-separated layer numbers such as 1,3,5, got {value!r}")

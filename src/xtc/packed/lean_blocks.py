@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .modules import PackedFFN, PackedLinear
 
 # Self-attention classes whose forward is exactly: q/k/v linears, heads split, attention interface
 # with ``scaling``, heads merged (transformers' BERT code, copied unchanged into these families).
@@ -43,8 +44,6 @@ _lean_classes: dict[type, type] = {}
 
 def _is_lean_capable(block: nn.Module) -> bool:
     """A BERT-layout block whose six linears run on the kernels (q/k/v sharing one call, FFN fused)."""
-    from .model import PackedFFN, PackedLinear
-
     attention = getattr(block, "attention", None)
     attn_self, attn_out = getattr(attention, "self", None), getattr(attention, "output", None)
     output = getattr(block, "output", None)
@@ -64,8 +63,6 @@ def _is_lean_capable(block: nn.Module) -> bool:
 
 def _is_lean_capable_mpnet(block: nn.Module) -> bool:
     """An MPNet block (attention.attn with q/k/v/o, attention.LayerNorm) whose linears run on the kernels."""
-    from .model import PackedFFN, PackedLinear
-
     attention = getattr(block, "attention", None)
     attn = getattr(attention, "attn", None)
     output = getattr(block, "output", None)

@@ -1,4 +1,4 @@
-"""GLUE data: task specs, TSV readers/writers, hub loading, tokenized datasets, collator, metrics.
+"""GLUE: the nine tasks, and their data from the original TSV files or the hub.
 
 Two sources give the same :class:`Example` lists:
 
@@ -24,40 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+from ..errors import DataError
+from .tasks import Example, TaskSpec
 
 HUB_DATASET = "nyu-mll/glue"
-from .errors import DataError  # noqa: F401  (re-exported: raised here, defined there)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str  # hub config name: "mrpc", "stsb", ...
-    dir_name: str  # folder in the GLUE layout: "MRPC", "STS-B", ...
-    labels: tuple[str, ...] | None  # label strings as in the TSVs, in hub ClassLabel order; None = regression
-    metrics: tuple[str, ...]  # keys of compute_metrics
-    main_metric: str  # the task's headline metric
-    dev_splits: tuple[str, ...]  # splits evaluated during training
-    # metrics whose mean picks the best checkpoint (default: the main metric). MRPC and QQP use F1 and
-    # accuracy together: on F1 alone a model that answers "paraphrase" to everything (F1 81 on MRPC) can
-    # win over one that learnt something.
-    best_by: tuple[str, ...] = ()
-
-    @property
-    def selection_metrics(self) -> tuple[str, ...]:
-        return self.best_by or (self.main_metric,)
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None
 
 
 _BINARY = ("0", "1")
@@ -92,13 +62,6 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if key not in GLUE_TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(GLUE_TASKS)}")
     return GLUE_TASKS[key]
-
-
-@dataclass
-class Example:
-    text_a: str
-    text_b: str | None
-    label: int | float | None  # index into TaskSpec.labels, float for stsb, None if unlabeled
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -380,115 +343,5 @@ def _format_label(task: TaskSpec, label, path: Path, i: int) -> str:
 
 
 def compute_metrics(task: TaskSpec | str, predictions, labels) -> dict[str, float]:
-    """``task.metrics`` of ``predictions`` (logits ``[N, C]`` or class ids ``[N]``; ``[N]``/``[N, 1]``
-    scores for regression) against ``labels``, as fractions exactly as sklearn/scipy compute them."""
-    task = get_task(task)
-    if getattr(task, "token_level", False):  # token classification: entity-level scores
-        from .token_classification import token_metrics
-
-        return token_metrics(task, predictions, labels)
-    predictions = np.asarray(predictions)
-    labels = np.asarray(labels)
-    if task.is_regression:
-        predictions = predictions.reshape(len(predictions), -1)
-        if predictions.shape[1] != 1:
-            raise ValueError(f"{task.name} is a regression task: expected predictions [N] or [N, 1], "
-                             f"got {tuple(np.shape(predictions))}")
-        predictions = predictions[:, 0].astype(np.float64)
-        labels = labels.astype(np.float64)
-    elif predictions.ndim == 2:
-        predictions = predictions.argmax(axis=-1)
-    if predictions.shape != labels.shape:
-        raise ValueError(f"{task.name}: {predictions.shape[0]} predictions for {labels.shape[0]} labels")
-    funcs = {
-        "accuracy": lambda: accuracy_score(labels, predictions),
-        # zero_division=0.0: no positive prediction gives f1 0 without a warning
-        "f1": lambda: f1_score(labels, predictions, zero_division=0.0),
-        "macro_f1": lambda: f1_score(labels, predictions, average="macro", zero_division=0.0),
-        "mcc": lambda: matthews_corrcoef(labels, predictions),
-        "pearson": lambda: _correlation(pearsonr, predictions, labels),
-        "spearmanr": lambda: _correlation(spearmanr, predictions, labels),
-    }
-    return {name: float(funcs[name]()) for name in task.metrics}
-
-
-def _correlation(fn, predictions: np.ndarray, labels: np.ndarray) -> float:
-    # A correlation is undefined (nan) when either side is constant, which happens early in training or
-    # when a heavily quantized regressor collapses. Report 0.0 ("no linear relation") instead: nan would
-    # compare False with everything and break best-checkpoint selection.
-    if np.ptp(predictions) == 0 or np.ptp(labels) == 0:
-        return 0.0
-    return float(fn(predictions, labels)[0])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Tokenized dataset and collator
-
-
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Examples tokenized once (truncated to ``max_length``, unpadded: the collator pads per batch).
-
-    Items are dicts of ``input_ids``, ``attention_mask``, ``token_type_ids`` (if the tokenizer makes
-    them) and ``labels`` (int, or float for regression; absent for unlabeled examples).
-    ``lengths`` holds each item's token count, for length-grouped sampling.
-    """
-
-    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 128):
-        self.examples = list(examples)
-        pairs = [e.text_b is not None for e in self.examples]
-        if any(pairs) and not all(pairs):
-            raise DataError("examples mix single sentences and sentence pairs; one task has one kind")
-        text_a = [e.text_a for e in self.examples]
-        text_b = [e.text_b for e in self.examples] if any(pairs) else None
-        # explicit padding=False: tokenizer.json files may carry a saved padding setting
-        encodings = tokenizer(text_a, text_b, truncation=True, max_length=max_length, padding=False)
-        self.encodings = dict(encodings)
-        self.lengths = [len(ids) for ids in self.encodings["input_ids"]]
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict:
-        item = {key: values[i] for key, values in self.encodings.items()}
-        label = self.examples[i].label
-        if label is not None:
-            item["labels"] = float(label) if isinstance(label, float) else int(label)
-        return item
-
-
-def make_collator(tokenizer, pad_to_multiple_of: int | None = None, max_length: int | None = None):
-    """Batches padded to their longest item (dynamic padding); with ``max_length``, padded to exactly
-    ``max_length`` instead (as the reference scripts do).
-
-    Items whose ``labels`` are lists (token classification) get their labels padded with -100."""
-    padding = dict(padding="longest") if max_length is None else dict(padding="max_length", max_length=max_length)
-    sequence = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt",
-                                       **padding)
-    tokens = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of,
-                                                return_tensors="pt", label_pad_token_id=-100, **padding)
-    return _Collator(sequence, tokens)
-
-
-class _Collator:
-    """Pads a batch with ``sequence`` (one label per item), or ``tokens`` (a label per token)."""
-
-    def __init__(self, sequence, tokens):
-        self.sequence, self.tokens = sequence, tokens
-        self.tokenizer = sequence.tokenizer
-
-    def __call__(self, items: list[dict]):
-        labelled = [item for item in items if "labels" in item]
-        if labelled and len(labelled) < len(items):
-            items = _mark_missing_labels(items, labelled[0]["labels"])
-        per_token = bool(items) and isinstance(items[0].get("labels"), list)
-        return (self.tokens if per_token else self.sequence)(items)
-
-
-def _mark_missing_labels(items: list[dict], example_label) -> list[dict]:
-    """Gives unlabelled items (augmented copies) a label that the label loss skips: -100 for classes
-    (one per token for token classification), NaN for regression."""
-    def missing(item):
-        if isinstance(example_label, list):
-            return [-100] * len(item["input_ids"])
-        return float("nan") if isinstance(example_label, float) else -100
-    return [item if "labels" in item else {**item, "labels": missing(item)} for item in items]
+    """``task.metrics`` of ``predictions`` against ``labels``; ``task`` a TaskSpec or a GLUE name."""
+    return get_task(task).compute(predictions, labels)

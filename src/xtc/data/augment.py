@@ -38,8 +38,9 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .data import DataError, Example, get_task, load_split, write_split
+from ..errors import ConfigError, DataError
+from .glue import get_task, load_split, write_split
+from .tasks import Example
 
 # BERT's basic tokenizer, as a regex: runs of letters/digits are words, every other visible char stands alone.
 WORD_RE = re.compile(r"[^\W_]+|\S")

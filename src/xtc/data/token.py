@@ -15,7 +15,7 @@
   over labelled words. Words cut off by ``max_length`` are not scored.
 
 ``load_token_task`` returns ``(task, train_examples, {"dev": dev_examples})`` like
-:func:`xtc.custom_data.load_custom_task`; pass it as ``data=`` to ``xtc.pipeline`` functions.
+:func:`xtc.data.own.load_custom_task`; pass it as ``data=`` to ``xtc.pipeline`` functions.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import ClassVar, Optional, Sequence
 import numpy as np
 import torch
 
-from .custom_data import open_hub_splits, split_dev
-from .data import DataError, TaskSpec
+from ..errors import DataError
+from .own import open_hub_splits, split_dev
+from .tasks import TaskSpec
 
 TOKEN_METRICS = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 IGNORE = -100
@@ -39,17 +40,24 @@ IGNORE = -100
 class TokenTaskSpec(TaskSpec):
     """A token classification task: ``labels`` are the tag names, one prediction per word."""
 
-    token_level: ClassVar[bool] = True
+    token_level: ClassVar[bool] = True  # for readers of a task's repr; xtc itself calls the methods below
+
+    def model_class(self):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def dataset(self, examples, tokenizer, max_length: int):
+        return TokenClassificationDataset(examples, tokenizer, max_length)
+
+    def compute(self, predictions, labels) -> dict[str, float]:
+        return token_metrics(self, predictions, labels)
 
 
 @dataclass
 class TokenExample:
     tokens: list[str]
     tags: Optional[list[int]]  # indices into TaskSpec.labels, one per token; None if unlabeled
-
-
-def is_token_task(task) -> bool:
-    return bool(getattr(task, "token_level", False))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -242,22 +250,6 @@ class TokenClassificationDataset(torch.utils.data.Dataset):
         return item
 
 
-def model_class_for(task):
-    """The transformers auto class of a task's model."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    return AutoModelForTokenClassification if is_token_task(task) else AutoModelForSequenceClassification
-
-
-def dataset_for(task, examples, tokenizer, max_length: int):
-    """The tokenized dataset of a task's examples (sequence or token level)."""
-    if is_token_task(task):
-        return TokenClassificationDataset(examples, tokenizer, max_length)
-    from .data import TokenizedDataset
-
-    return TokenizedDataset(examples, tokenizer, max_length)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Entity-level metric
 
@@ -327,14 +319,3 @@ def token_metrics(task: TaskSpec, predictions, labels) -> dict[str, float]:
     scores["token_accuracy"] = (sum(a == b for t, q in zip(true_seqs, pred_seqs) for a, b in zip(t, q)) / total
                                 if total else 0.0)
     return {name: float(scores[name]) for name in task.metrics}
-
-
-def pad_concat(arrays: Sequence[np.ndarray], pad) -> np.ndarray:
-    """Concatenate ``[n_i, T_i, ...]`` arrays along the first axis, padding the second to the longest."""
-    arrays = [np.asarray(a) for a in arrays]
-    if len({a.shape[1:] for a in arrays}) <= 1:
-        return np.concatenate(arrays)
-    width = max(a.shape[1] for a in arrays)
-    padded = [np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=pad)
-              for a in arrays]
-    return np.concatenate(padded)

@@ -28,7 +28,8 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from .data import DataError, Example, TaskSpec
+from ..errors import DataError
+from .tasks import Example, TaskSpec
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 REGRESSION_METRICS = ("pearson", "spearmanr")
