@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 import xtc
 from xtc.data import TokenizedDataset, get_task, load_split, make_collator
-from xtc.distill import Distiller
+from xtc.distillation import Distiller
 from xtc.pipeline import _load_model
 
 HERE = Path(__file__).resolve().parent

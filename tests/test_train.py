@@ -103,3 +103,40 @@ def test_a_budget_shorter_than_an_epoch_is_still_evaluated(tmp_path):
     evals = [json.loads(x) for x in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if "eval_runtime" in x]
     assert summary["steps"] == 3 and evals and evals[0]["step"] == 3
     assert (tmp_path / "ft" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("select_on", ["train:0.25", "last", "dev"])
+def test_the_checkpoint_is_chosen_by_the_evaluation_select_on_names(tmp_path, select_on):
+    """select_on=train:F holds out a part of the training set and keeps the checkpoint that scores best
+    on it (dev is reported, never used to choose); last keeps the end of the budget; dev the best dev."""
+    import json
+
+    from xtc_tiny import make_tiny_glue, make_tiny_model
+
+    from xtc.pipeline import finetune
+    from xtc.train import TrainConfig
+
+    model = make_tiny_model(tmp_path / "m", layers=1)
+    glue = make_tiny_glue(tmp_path / "glue", n_train=24, n_dev=8)
+    cfg = TrainConfig(max_steps=6, eval_steps=1, batch_size=4, learning_rate=1e-3, warmup_epochs=0.0,
+                      select_on=select_on)
+    summary = finetune(model, "sst2", tmp_path / "ft", str(glue), cfg)
+    records = [json.loads(x) for x in (tmp_path / "ft" / "log.jsonl").read_text().splitlines() if "_runtime" in x]
+    sets = 2 if select_on.startswith("train") else 1  # one log record per evaluation set
+    by_step: dict = {}
+    for record in records[:-sets]:  # the last records evaluate the kept checkpoint again
+        by_step.setdefault(record["step"], {}).update(record)
+    inside = list(by_step.values())
+    assert len(inside) == 6
+    assert set(summary["dev"]) == {"accuracy"} and summary["selected_on"] == select_on
+    if select_on == "last":
+        assert summary["best_step"] == 6 and summary["select"] is None
+    elif select_on == "dev":
+        best = max(inside, key=lambda e: e["eval_selection"])  # first of the ties, as Trainer keeps
+        assert summary["best_step"] == best["step"] and summary["select"] is None
+    else:
+        assert "eval_select_accuracy" in inside[0] and "eval_dev_accuracy" in inside[0]
+        best = max(inside, key=lambda e: e["eval_select_selection"])
+        assert summary["best_step"] == best["step"]
+        assert summary["dev"]["accuracy"] == pytest.approx(best["eval_dev_accuracy"])
+        assert set(summary["select"]) == {"accuracy"}

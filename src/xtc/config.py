@@ -161,9 +161,18 @@ class TrainConfig:
     # (docs/method.md, "Where xtc departs from the paper").
     latent_lr_scale: float = 10.0
     seed: int = 42
+    # Which evaluation picks the checkpoint that is kept: "dev" (the best dev score, the usual GLUE
+    # practice), "train:F" (a held-out fraction F of the training set, drawn with the seed and not
+    # trained on: dev is then only reported, never used to choose), or "last" (the end of the budget).
+    select_on: str = "dev"
 
     def __post_init__(self):
         self.check()
+
+    @property
+    def select_fraction(self) -> Optional[float]:
+        """F of ``select_on = "train:F"``, else None."""
+        return float(self.select_on.split(":", 1)[1]) if self.select_on.startswith("train:") else None
 
     def check(self) -> None:
         """Refuse values that would mean something other than what they say (also after ``replace``)."""
@@ -187,6 +196,15 @@ class TrainConfig:
         _flag(owner, "group_by_length", self.group_by_length)
         _number(owner, "latent_lr_scale", self.latent_lr_scale, low=0, low_open=True)
         _number(owner, "seed", self.seed, integer=True, low=0)
+        ok = self.select_on in ("dev", "last")
+        if isinstance(self.select_on, str) and self.select_on.startswith("train:"):
+            try:
+                ok = 0 < float(self.select_on.split(":", 1)[1]) < 1
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ConfigError(f"{owner}: select_on must be 'dev', 'last' or 'train:FRACTION' with 0 < FRACTION < 1 "
+                              f"(e.g. train:0.1), got {self.select_on!r}")
 
 
 @dataclass(frozen=True)

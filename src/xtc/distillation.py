@@ -1,4 +1,4 @@
-"""One-stage knowledge distillation of XTC (XTC-METHOD.md section 4).
+"""One-stage knowledge distillation of XTC (docs/method.md, "The loss").
 
     L = w_pred * L_pred + w_att * L_att + w_hid * L_hid   (+ optional w_label * task loss)
 
@@ -21,12 +21,12 @@ padded batch, as DeepSpeed's reference does, for side-by-side runs.
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
@@ -84,28 +84,29 @@ def enable_score_capture(model: nn.Module) -> None:
 # attention module and DeBERTa-v2 computes disentangled (content<->position) attention; neither calls
 # the attention interface, so xtc_kd never sees their scores, and no submodule sits between their
 # score computation and the softmax where a forward hook could read them. What every such module does
-# is call torch.nn.functional.softmax once per forward, on the finished pre-softmax scores
-# [batch, heads, q, k] (position terms and mask added). So while such a model runs inside
-# capture_attention_scores, hooks on each attention module open a window for the duration of its
-# forward in which the first F.softmax call records its input. F.softmax is swapped for a thin wrapper
-# only while some capture is active (reference counted) and the wrapper passes every call through;
-# the window is per thread. This needs no per-family code: a new family that computes its scores and
-# calls F.softmax works as is, and one that does not is reported (never silently left uncaptured).
-# Masked positions hold the family's mask value (finfo.min) instead of the raw score; the attention
-# loss excludes them either way.
+# is call softmax once per forward, on the finished pre-softmax scores [batch, heads, q, k] (position
+# terms and mask added). So for the duration of each attention module's forward (its forward hooks)
+# a torch function mode is active that records the input of the first softmax: scoped to that
+# forward and that thread, and nothing global is replaced. No per-family code: a new family that
+# computes its scores and calls softmax works as is, and one that does not is reported (never silently
+# left uncaptured). Masked positions hold the family's mask value (finfo.min) instead of the raw
+# score; the attention loss excludes them either way.
 # --------------------------------------------------------------------------------------------------
-_original_softmax = F.softmax
-_softmax_window = threading.local()
-_softmax_lock = threading.Lock()
-_softmax_users = 0
+_SOFTMAXES = (F.softmax, torch.softmax, torch.Tensor.softmax)
 
 
-def _capturing_softmax(input, *args, **kwargs):
-    window = getattr(_softmax_window, "current", None)
-    if window is not None and not window["done"]:
-        window["done"] = True
-        window["sink"].append(input)
-    return _original_softmax(input, *args, **kwargs)
+class _FirstSoftmaxInput(TorchFunctionMode):
+    """While active, appends the input of the first softmax call to ``sink``."""
+
+    def __init__(self, sink: list):
+        super().__init__()
+        self.sink, self.done = sink, False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if not self.done and func in _SOFTMAXES:
+            self.done = True
+            self.sink.append(args[0])
+        return func(*args, **(kwargs or {}))
 
 
 def _attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -125,36 +126,27 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def _capture_at_softmax(model: nn.Module, sink: list) -> Iterator[None]:
-    global _softmax_users
-
     def enter(module, args):
-        stack = _softmax_window.__dict__.setdefault("stack", [])
-        stack.append(getattr(_softmax_window, "current", None))
-        _softmax_window.current = {"sink": sink, "done": False}
+        mode = _FirstSoftmaxInput(sink)
+        module.__dict__.setdefault("_xtc_modes", []).append(mode)
+        mode.__enter__()
 
     def leave(module, args, output):
-        window = _softmax_window.current
-        _softmax_window.current = _softmax_window.stack.pop()
-        if not window["done"]:
-            raise UnsupportedModelError(f"{type(module).__name__} ran without calling torch.nn.functional.softmax, so "
-                               "its attention scores cannot be captured; distil with att_weight=0")
+        mode = module.__dict__["_xtc_modes"].pop()
+        mode.__exit__(None, None, None)
+        if not mode.done:
+            raise UnsupportedModelError(f"{type(module).__name__} ran without calling softmax, so its attention "
+                                        "scores cannot be captured; distil with att_weight=0")
 
     handles = []
     for m in _attention_modules(model):
         handles.append(m.register_forward_pre_hook(enter))
         handles.append(m.register_forward_hook(leave, always_call=True))
-    with _softmax_lock:
-        _softmax_users += 1
-        F.softmax = _capturing_softmax
     try:
         yield
     finally:
         for h in handles:
             h.remove()
-        with _softmax_lock:
-            _softmax_users -= 1
-            if _softmax_users == 0:
-                F.softmax = _original_softmax
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

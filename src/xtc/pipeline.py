@@ -29,13 +29,14 @@ import torch
 from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
 from .io import check_run_folder, prepare_run_folder
 from .models import load_model, load_tokenizer
+from .progress import quiet_library_bars
 from . import __version__
 from .data import TaskSpec, get_task, load_split, make_collator, pad_concat, read_tsv
 from .distillation import DistillConfig
 from .io import write_json_atomic, write_text_atomic
 from .recipe import Recipe
 from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
-from .train import TrainConfig, train_stage
+from .train import SELECT_SPLIT, TrainConfig, train_stage
 
 
 # kept for callers of the earlier private names (benchmarks/step_time.py)
@@ -43,23 +44,30 @@ _load_model, _load_tokenizer = load_model, load_tokenizer
 
 
 def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: int,
-              train_file: Optional[str] = None, with_train: bool = True, examples=None):
+              train_file: Optional[str] = None, with_train: bool = True, examples=None,
+              select_fraction: Optional[float] = None, seed: int = 42):
     """Tokenized train set (from ``train_file`` if given, e.g. augmented) and dev set(s).
 
     ``examples``: pre-loaded ``(train_examples, {split: dev_examples})`` (your own data, see
-    :func:`xtc.data.load_custom_task`) instead of the GLUE files."""
+    :func:`xtc.data.load_custom_task`) instead of the GLUE files. ``select_fraction``: that part of
+    the training set (drawn with ``seed``) is held out, not trained on, and comes first among the
+    evaluation sets as ``"select"``, so that it picks the checkpoint."""
     if examples is not None:
         if train_file:
             raise ConfigError("a train file (augmented data) and pre-loaded data were both given; pass one")
-        train = task.dataset(examples[0], tokenizer, max_length) if with_train else None
-        return train, {split: task.dataset(ex, tokenizer, max_length) for split, ex in examples[1].items()}
-    train = None
-    if with_train:
-        train_examples = read_tsv(task, train_file) if train_file else load_split(task, "train", glue_dir)
-        train = task.dataset(train_examples, tokenizer, max_length)
-    dev = {split: task.dataset(load_split(task, split, glue_dir), tokenizer, max_length)
-           for split in task.dev_splits}
-    return train, dev
+        train_examples, dev_examples = examples[0], dict(examples[1])
+    else:
+        train_examples = None
+        if with_train:
+            train_examples = read_tsv(task, train_file) if train_file else load_split(task, "train", glue_dir)
+        dev_examples = {split: load_split(task, split, glue_dir) for split in task.dev_splits}
+    if with_train and select_fraction:
+        from .data import split_dev
+
+        train_examples, held_out = split_dev(train_examples, select_fraction, seed, where="the training set")
+        dev_examples = {SELECT_SPLIT: held_out, **dev_examples}
+    train = task.dataset(train_examples, tokenizer, max_length) if with_train else None
+    return train, {split: task.dataset(ex, tokenizer, max_length) for split, ex in dev_examples.items()}
 
 
 def _with_data(task, data):
@@ -106,6 +114,7 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     continued only with ``resume``; every input is checked before anything is written."""
     task, examples = _with_data(task, data)
     output_dir = Path(output_dir)
+    quiet_library_bars()
     from .validate import check_stage_inputs
 
     # any classifier fine-tunes; it must exist and be readable
@@ -114,7 +123,8 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(model)
     net = load_model(model, task)
-    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples,
+                           select_fraction=config.select_fraction, seed=config.seed)
     new = _stage_folder(output_dir, resume, overwrite)
     with _removed_if_failed_early(output_dir, new):
         return train_stage(net, tokenizer, task, train, dev, output_dir, config, resume=resume, stage="teacher")
@@ -133,6 +143,7 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
     """
     task, examples = _with_data(task, data)
     output_dir = Path(output_dir)
+    quiet_library_bars()
     from .validate import check_model, check_stage_inputs
 
     check_stage_inputs(teacher, "teacher", task, glue_dir, train_file, data, layers=layers, quant=quant)
@@ -150,7 +161,8 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
         net = reduce_layers(net, layers)
     if quant is not None:
         quantize_(net, quant)
-    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples)
+    train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples,
+                           select_fraction=config.select_fraction, seed=config.seed)
     new = _stage_folder(output_dir, resume, overwrite)
     with _removed_if_failed_early(output_dir, new):
         return train_stage(net, tokenizer, task, train, dev, output_dir, config, teacher=teacher_model,
@@ -260,6 +272,7 @@ def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data,
         "epochs": {k: v.get("epochs") for k, v in stages.items() if "epochs" in v},
         "train_wall_s": {k: v.get("train_wall_s") for k, v in stages.items() if "train_wall_s" in v},
         "wall_s": round(time.time() - start, 1),
+        "selected_on": {k: v.get("selected_on", "dev") for k, v in stages.items() if "steps" in v},
         "model_dir": str(output_dir / final_stage / "model") if final is not stages["teacher"] else teacher_dir,
         "xtc_version": __version__,
     }

@@ -18,6 +18,15 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def quiet_library_bars() -> None:
+    """Outside a terminal, transformers' own bars (loading weights, writing shards) go too: in a log
+    file they are carriage returns and escape codes."""
+    if not _interactive():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 

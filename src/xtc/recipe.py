@@ -9,6 +9,7 @@ default or means something else. Imports neither torch nor transformers.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,10 +75,13 @@ class Recipe:
         for name in ("model", "task"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a name or a path, got {getattr(self, name)!r}")
-        for name in ("glue_dir", "train_file", "teacher"):
+        for name in ("model", "glue_dir", "train_file", "teacher"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                setattr(self, name, str(value))
+                value = str(value)
+            if isinstance(value, str) and value.startswith("~"):  # recipes name ~/.cache/... folders
+                value = os.path.expanduser(value)
+            setattr(self, name, value)
         self.layers = parse_layers(self.layers)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
@@ -149,7 +153,7 @@ def load_recipe(path: str | Path) -> Recipe:
 # option name -> TrainConfig field, for the options that set every training stage alike
 TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size", "max_steps": "max_steps",
                  "eval_steps": "eval_steps", "max_length": "max_length", "seed": "seed",
-                 "warmup_epochs": "warmup_epochs", "group_by_length": "group_by_length"}
+                 "warmup_epochs": "warmup_epochs", "group_by_length": "group_by_length", "select_on": "select_on"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
                  "activation_bits": "activation_bits"}
 # the natural width of the schemes that have one: --weight-scheme absmean needs no --weight-bits

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -160,66 +159,51 @@ def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
     """Load a checkpoint written by xtc (latent weights + ``config.xtc``) and re-apply quantize_.
 
     A checkpoint without an ``xtc`` entry in its config loads as the plain full-precision model.
+    ``kwargs`` go to the config (``num_labels``, ``id2label``, ...).
     """
+    from transformers import AutoConfig
+
+    from .quantizers import weight_quantizer_state_init
+
     if model_class is None:
         from transformers import AutoModelForSequenceClassification as model_class
-    report_logger = logging.getLogger("transformers.modeling_utils")
-    report_logger.addFilter(_hide_step_size_report)
-    try:
-        model = model_class.from_pretrained(path, **kwargs)
-    finally:
-        report_logger.removeFilter(_hide_step_size_report)
-    stored = getattr(model.config, "xtc", None)
-    if stored:
-        quantize_(model, XTCConfig.from_dict(stored))
-        _load_learned_state(model, path)
-    return model
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    stored = getattr(config, "xtc", None)
+    quant = XTCConfig.from_dict(stored) if stored else None
+    if quant is None or weight_quantizer_state_init(quant.scheme) is None:
+        model = model_class.from_pretrained(path, config=config)
+        return quantize_(model, quant) if quant is not None else model
+    # A scheme with learned state (LSQ's step sizes): those parameters exist only once quantize_ has
+    # run, so the model is built from its config, quantized, and then given the checkpoint's weights.
+    model = model_class.from_config(config)
+    quantize_(model, quant)
+    state = _read_state_dict(path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        missing, unexpected = result.missing_keys[:3], result.unexpected_keys[:3]
+        raise ModelLoadError(f"{path}: the checkpoint does not match its quantized model (missing {missing}, "
+                             f"unexpected {unexpected}); it was not saved from a model quantized with this scheme")
+    return model.eval()
 
 
-def _hide_step_size_report(record: logging.LogRecord) -> bool:
-    """Drop transformers' load report when its only entries are the learned step sizes (restored
-    by :func:`_load_learned_state` right after), which it would list as UNEXPECTED."""
-    message = record.getMessage()
-    if "LOAD REPORT" not in message:
-        return True
-    rows = [line for line in message.splitlines() if "|" in line and not line.startswith(("Key", "-"))]
-    return not rows or not all("step_size" in line and "UNEXPECTED" in line for line in rows)
-
-
-def _load_learned_state(model: nn.Module, path: str | Path) -> None:
-    """Restore the parameters quantize_ created (LSQ's ``step_size``) from the checkpoint's weights.
-
-    ``from_pretrained`` runs before quantize_ re-creates them, so it skips them as unexpected keys;
-    they are read here from the checkpoint files (safetensors, sharded or not, or a .bin).
-    """
-    names = [n for n, _ in model.named_parameters() if n.endswith(".step_size")]
-    if not names:
-        return
+def _read_state_dict(path: str | Path) -> dict:
+    """Every tensor of a checkpoint (safetensors, sharded or not, or a .bin), local or on the hub."""
     import torch
     from transformers.utils import cached_file
 
     def resolve(filename):
         return cached_file(str(path), filename, _raise_exceptions_for_missing_entries=False)
 
-    tensors: dict = {}
-    index = resolve("model.safetensors.index.json")
-    single = resolve("model.safetensors")
+    index, single = resolve("model.safetensors.index.json"), resolve("model.safetensors")
     if index or single:
-        from safetensors import safe_open
+        from safetensors.torch import load_file
 
         files = ([resolve(f) for f in sorted(set(json.loads(Path(index).read_text())["weight_map"].values()))]
                  if index else [single])
+        state: dict = {}
         for file in files:
-            with safe_open(file, framework="pt") as f:
-                tensors.update({k: f.get_tensor(k) for k in f.keys() if k.endswith(".step_size")})
-    elif resolve("pytorch_model.bin"):
-        state = torch.load(resolve("pytorch_model.bin"), map_location="cpu", weights_only=True)
-        tensors = {k: v for k, v in state.items() if k.endswith(".step_size")}
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise ModelLoadError(f"{path}: the checkpoint has no learned step sizes for {len(missing)} quantized modules "
-                         f"(e.g. {missing[0]}); it was not saved from a model quantized with this scheme")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n in names:
-            params[n].copy_(tensors[n])
+            state.update(load_file(file))
+        return state
+    if resolve("pytorch_model.bin"):
+        return torch.load(resolve("pytorch_model.bin"), map_location="cpu", weights_only=True)
+    raise ModelLoadError(f"{path}: no weights (model.safetensors or pytorch_model.bin)")

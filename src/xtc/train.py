@@ -22,6 +22,8 @@ import torch
 from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .config import TrainConfig
+
+SELECT_SPLIT = "select"  # pipeline.load_data's name of the held-out selection set
 from .progress import StageProgress  # noqa: F401  (xtc.train.TrainConfig)
 from .errors import NonFiniteLossError  # noqa: F401  (re-exported: raised here, defined there)
 from .checkpoints import resume_point, truncate_log
@@ -169,8 +171,10 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
     eval_steps = config.eval_steps or steps_per_epoch
-    # the selection metric of a task with two dev sets (MNLI) is the first one's
+    # the selection metric of a task with two dev sets (MNLI) is the first one's; with select_on=train:F
+    # the first set is the held-out part of the training set; with select_on=last no set chooses
     prefix = f"{next(iter(dev_sets))}_" if len(dev_sets) > 1 else ""
+    select_last = config.select_on == "last"
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
@@ -187,7 +191,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=1,  # with load_best_model_at_end this keeps the best and the latest
-        load_best_model_at_end=True,
+        load_best_model_at_end=not select_last,
         metric_for_best_model=prefix + SELECTION_KEY,
         greater_is_better=True,
         logging_steps=config.logging_steps,
@@ -228,13 +232,19 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     start = time.time()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.time() - start
-    final = trainer.evaluate()  # the best checkpoint, reloaded by load_best_model_at_end
+    final = trainer.evaluate()  # the kept checkpoint (the best one, reloaded by load_best_model_at_end)
     model_dir = output_dir / "model"
     trainer.save_model(str(model_dir))
+    scores = {k[len("eval_"):]: v for k, v in final.items()
+              if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "loss", "epoch", SELECTION_KEY))}
+    held_out = f"{SELECT_SPLIT}_"
     summary = {
-        "dev": {k[len("eval_"):]: v for k, v in final.items()
-                if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second", "loss", "epoch", SELECTION_KEY))},
-        "best_step": _best_step(trainer),
+        # dev metrics of the kept checkpoint (named as without a held-out set: "f1", or "dev_matched_..." for MNLI)
+        "dev": _unprefixed({k: v for k, v in scores.items() if not k.startswith(held_out)},
+                           [s for s in dev_sets if s != SELECT_SPLIT]) if SELECT_SPLIT in dev_sets else scores,
+        "select": {k[len(held_out):]: v for k, v in scores.items() if k.startswith(held_out)} or None,
+        "selected_on": config.select_on,
+        "best_step": trainer.state.global_step if select_last else _best_step(trainer),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.global_step / steps_per_epoch, 3),
         "train_wall_s": round(wall, 1),
@@ -246,6 +256,15 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         write_json_atomic(output_dir / "stage.json", summary)
     trainer.accelerator.wait_for_everyone()  # the next stage (every process) reads what was saved
     return summary
+
+
+def _unprefixed(scores: dict, dev_splits: list[str]) -> dict:
+    """With one dev set beside the held-out one, its metrics carry its split name ("dev_f1"): drop it
+    (two dev sets, MNLI's, keep their names, as they do without a held-out set)."""
+    if len(dev_splits) != 1:
+        return scores
+    split = f"{dev_splits[0]}_"
+    return {k[len(split):] if k.startswith(split) else k: v for k, v in scores.items()}
 
 
 def _peak_rss_mb() -> float:

@@ -1,0 +1,48 @@
+"""benchmarks/run_glue.py's rows are one table; every paper-scale row has a recipe in recipes/ that
+trains the same student (layers, bits, learning rates, budget)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from xtc.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_glue():
+    spec = importlib.util.spec_from_file_location("run_glue", ROOT / "benchmarks" / "run_glue.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_glue"] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+# row -> the recipe that reproduces it (a quantized row's recipe also trains its FP32 copy first)
+RECIPES = {"mpnet_teacher": "mpnet-12l-fp32", "mpnet_12l_w2a8": "mpnet-12l-w2a8", "mpnet_12l_w1a8": "mpnet-12l-w1a8",
+           "mpnet_6l_fp32_copy": "mpnet-6l-fp32", "mpnet_5l_fp32_copy": "mpnet-5l-fp32",
+           "mpnet_6l_w2a8": "mpnet-6l-w2a8", "mpnet_6l_w1a8": "mpnet-6l-w1a8", "mpnet_5l_w1a8": "mpnet-5l-w1a8"}
+
+
+def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
+    mpnet_rows = {name for name, row in run_glue.ROWS.items() if row.family == "mpnet"}
+    assert mpnet_rows == set(RECIPES)
+    for name, recipe_name in RECIPES.items():
+        row, recipe = run_glue.ROWS[name], load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml")
+        start = run_glue.ROWS[row.start] if row.start else row
+        assert tuple(recipe.layers or ()) == tuple(start.layers or ()), name
+        assert (recipe.quant.weight_bits if recipe.quant else 32) == row.bits, name
+        assert recipe.finetune.learning_rate == run_glue.TEACHER_LR["mpnet"]
+        assert recipe.qat.learning_rate == recipe.reduce.learning_rate == 5e-5  # the runner's --lr default
+        assert recipe.finetune.epochs == recipe.qat.epochs == run_glue.DEFAULT_EPOCHS * row.epochs
+        assert recipe.qat.group_by_length == row.length_grouped
+
+
+def test_rows_name_their_teacher_and_start(run_glue):
+    for name, row in run_glue.ROWS.items():
+        assert row.teacher_row in run_glue.ROWS, name
+        if row.start and row.start in run_glue.ROWS:
+            assert run_glue.ROWS[row.start].family == row.family, name
