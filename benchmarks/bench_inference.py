@@ -1,4 +1,4 @@
-"""CPU inference: FP32 PyTorch vs dynamic int8 vs packed W1A8 / W2A8, side by side.
+"""CPU inference: FP32 PyTorch vs dynamic int8 (PyTorch and ONNX Runtime) vs packed W1A8 / W2A8, side by side.
 
 For MiniLM-L6 (local weights; randomly quantized unless --checkpoint gives a trained xtc checkpoint)
 and the BERT-base architecture (random weights), at batch 1 and 32, sequence length 128:
@@ -11,7 +11,14 @@ and the BERT-base architecture (random weights), at batch 1 and 32, sequence len
   (so nothing else shares the process) after one load + forward of the same variant that is then
   deleted (one-time costs of first use are not the model's), plus the bytes of its tensors;
 * file size: FP32 safetensors (save_pretrained), dynamic int8 (torch.save of its state dict: the
-  usual way to store one), packed ``model.xtc.safetensors``.
+  usual way to store one), packed ``model.xtc.safetensors``, the ONNX int8 file;
+* ONNX Runtime int8 (``ort_int8``), built as a careful user would: ``torch.onnx.export`` of the FP32
+  model, optionally ``onnxruntime.transformers.optimizer`` (fused attention, LayerNorm, GELU), then
+  ``quantize_dynamic`` with QInt8 weights per tensor or per channel; the fastest of the four graphs is
+  reported at every thread count and batch (``config`` says which), intra-op threads = the thread count.
+
+The paper-scale comparison (``--models mpnet``): the fine-tuned 12-layer MPNet-base teacher in FP32
+and as ONNX Runtime int8 against a trained packed student (``--student``, e.g. the 5-layer W1A8 run).
 
 Writes benchmarks/results/inference.json and prints a markdown table.
 
@@ -41,7 +48,11 @@ MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 RESULTS = Path(__file__).resolve().parent / "results"
 # packed_w1a8_hf_blocks: the same packed file with transformers' own block forward instead of xtc's lean one
 # (xtc.packed.lean_blocks), so the table shows what the lean forward adds.
-VARIANTS = ("fp32", "dynamic_int8", "packed_w1a8", "packed_w2a8", "packed_w1a8_hf_blocks")
+VARIANTS = ("fp32", "dynamic_int8", "ort_int8", "packed_w1a8", "packed_w2a8", "packed_w1a8_hf_blocks",
+            "packed_student")
+ORT_CONFIGS = ("plain_tensor", "plain_channel", "optimized_tensor", "optimized_channel")
+MPNET_TEACHER = ROOT / "runs" / "bench" / "mrpc-mpnet_teacher-42" / "model"
+MPNET_STUDENT = ROOT / "runs" / "bench" / "mrpc-mpnet_5l_w1a8-42" / "model"
 
 
 def rss_kb() -> int:
@@ -62,7 +73,56 @@ def trim() -> None:
 # ------------------------------------------------------------------------------------------------
 # Worker: one variant, in its own process
 # ------------------------------------------------------------------------------------------------
+def ort_worker(args) -> dict:
+    """ONNX Runtime int8: every graph of ORT_CONFIGS timed, the fastest kept per thread count and batch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    def inputs_for(b, vocab=20000):
+        g = np.random.default_rng(b)
+        ids = g.integers(1000, vocab, (b, args.seq), dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+    out = {"variant": "ort_int8", "latency": {}, "ort_version": ort.__version__, "rss_model_mb": float("nan"),
+           "tensor_mb": float("nan")}
+    for threads in args.threads:
+        sessions = {}
+        for config in ORT_CONFIGS:
+            file = Path(args.path) / f"{config}.onnx"
+            if not file.exists():
+                continue
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sessions[config] = ort.InferenceSession(str(file), so, providers=["CPUExecutionProvider"])
+        for b in args.batches:
+            feed = inputs_for(b)
+            reps = args.repeats if b == 1 else max(3, args.repeats // 4)
+            best = None
+            for config, session in sessions.items():
+                names = {i.name for i in session.get_inputs()}
+                run_feed = {k: v for k, v in feed.items() if k in names}
+                for _ in range(args.warmup if b == 1 else 1):
+                    session.run(None, run_feed)
+                times, cpu = [], []
+                for _ in range(reps):
+                    t, c = time.perf_counter(), time.thread_time()
+                    session.run(None, run_feed)
+                    times.append(time.perf_counter() - t)
+                    cpu.append(time.thread_time() - c)
+                entry = {"threads": threads, "batch": b, "repeats": reps, "config": config,
+                         "median_ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
+                         "cpu_median_ms": statistics.median(cpu) * 1e3 if threads == 1 else None}
+                key = "cpu_median_ms" if threads == 1 else "median_ms"
+                if best is None or entry[key] < best[key]:
+                    best = entry
+            out["latency"][f"t{threads}_b{b}"] = best
+    return out
+
+
 def worker(args) -> dict:
+    if args.variant == "ort_int8":
+        return ort_worker(args)
     import torch
 
     torch.set_num_threads(args.threads[0])
@@ -152,8 +212,47 @@ def worker(args) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Preparation: the model folders every variant loads
 # ------------------------------------------------------------------------------------------------
-def prepare(name: str, work: Path, checkpoint: str | None) -> dict:
-    """FP32 folder, packed W1A8 / W2A8 folders and file sizes for one model."""
+def prepare_ort(model, fp32_dir: Path, out: Path, seq: int) -> int:
+    """The four ONNX Runtime int8 graphs of ``model`` (see ORT_CONFIGS) in ``out``; returns the size of
+    the smallest file (what a user would ship)."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    fp32_onnx = out / "fp32.onnx"
+    ids = torch.randint(1000, 20000, (1, seq))
+    with torch.inference_mode():
+        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(fp32_onnx), input_names=["input_ids", "attention_mask"],
+                          output_names=["logits"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                        "logits": {0: "batch"}})
+    graphs = {"plain": fp32_onnx}
+    try:
+        cfg = model.config
+        optimized = optimize_model(str(fp32_onnx), model_type="bert", num_heads=cfg.num_attention_heads,
+                                   hidden_size=cfg.hidden_size)
+        optimized.save_model_to_file(str(out / "optimized_fp32.onnx"))
+        graphs["optimized"] = out / "optimized_fp32.onnx"
+    except Exception as e:  # noqa: BLE001 - a graph the optimizer cannot fuse: the plain one still counts
+        print(f"  onnxruntime optimizer failed ({type(e).__name__}: {e}); plain graph only", file=sys.stderr)
+    import onnx
+
+    sizes = []
+    for graph, path in graphs.items():
+        for per in ("tensor", "channel"):
+            target = out / f"{graph}_{per}.onnx"
+            try:  # fused nodes of the optimized graph carry no inferred types: say they are float
+                quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, per_channel=per == "channel",
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                sizes.append(target.stat().st_size)
+            except Exception as e:  # noqa: BLE001 - report and go on with the graphs that quantize
+                print(f"  quantize_dynamic failed on {graph}/{per} ({type(e).__name__}: {e})", file=sys.stderr)
+    return min(sizes)
+
+
+def prepare(name: str, work: Path, checkpoint: str | None, args=None) -> dict:
+    """FP32 folder, packed W1A8 / W2A8 folders, ONNX Runtime graphs and file sizes for one model."""
     import torch
     from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -166,6 +265,19 @@ def prepare(name: str, work: Path, checkpoint: str | None) -> dict:
     torch.manual_seed(0)
     folder = work / name
     fp32_dir = folder / "fp32"
+    if name == "mpnet":  # the paper's scale: a trained 12-layer teacher against a trained packed student
+        model = AutoModelForSequenceClassification.from_pretrained(args.teacher)
+        model.eval().save_pretrained(fp32_dir)
+        sizes = {"fp32": (fp32_dir / "model.safetensors").stat().st_size}
+        paths = {"fp32": fp32_dir, "ort_int8": folder / "ort"}
+        sizes["ort_int8"] = prepare_ort(model, fp32_dir, folder / "ort", args.seq)
+        file = export(args.student, folder / "student")
+        sizes["packed_student"], paths["packed_student"] = file.stat().st_size, folder / "student"
+        layers = len(json.loads((Path(args.student) / "config.json").read_text()).get("xtc_layer_map") or []) or "?"
+        return {"description": f"all-mpnet-base-v2 fine-tuned (12 layers, hidden 768) vs the packed student "
+                               f"({layers} layers) of {args.student}",
+                "paths": {k: str(v) for k, v in paths.items()}, "file_bytes": sizes,
+                "parameters": sum(p.numel() for p in model.parameters())}
     if name == "minilm":
         if checkpoint:  # the trained checkpoint's latent weights as the FP32 model of the same architecture
             src = xtc.packed.find_checkpoint(checkpoint)
@@ -183,7 +295,8 @@ def prepare(name: str, work: Path, checkpoint: str | None) -> dict:
         dyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         torch.save(dyn.state_dict(), Path(tmp) / "dyn.pt")
         sizes["dynamic_int8"] = (Path(tmp) / "dyn.pt").stat().st_size
-    paths = {"fp32": fp32_dir, "dynamic_int8": fp32_dir}
+    paths = {"fp32": fp32_dir, "dynamic_int8": fp32_dir, "ort_int8": folder / "ort"}
+    sizes["ort_int8"] = prepare_ort(model, fp32_dir, folder / "ort", args.seq if args else 128)
     for bits in (1, 2):
         variant = f"packed_w{bits}a8"
         out = folder / variant
@@ -228,6 +341,8 @@ def table(results: dict) -> str:
             if x is None:
                 continue
             row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB", f"{x['tensor_mb']:.1f} MB"]
+            if v == "ort_int8":
+                row[3:5] = ["", ""]
             for k, field in [(k, "median_ms") for k in keys] + [(k, "cpu_median_ms") for k in cpu_keys]:
                 ms = x["latency"][k][field]
                 row.append(f"{ms:.1f} ({ms / fp['latency'][k][field]:.2f}x)")
@@ -237,7 +352,9 @@ def table(results: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=["minilm", "bert-base"])
+    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=["minilm", "bert-base", "mpnet"])
+    p.add_argument("--teacher", default=str(MPNET_TEACHER), help="--models mpnet: the FP32 12-layer model")
+    p.add_argument("--student", default=str(MPNET_STUDENT), help="--models mpnet: the trained student to pack")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--checkpoint", help="a trained xtc run or checkpoint folder (MiniLM-L6 architecture) to export")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
@@ -255,15 +372,16 @@ def main(argv=None):
         print(json.dumps(worker(args)))
         return
     results = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": {
-        "cpu": _cpu_name(), "cores_visible": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
+        "cpu": _cpu_name(), "isa": _isa(), "cores_visible": os.cpu_count(), "threads": args.threads,
+        "python": platform.python_version(),
         "load_average_at_start": os.getloadavg()},
         "seq": args.seq, "batches": args.batches, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(f"[{name}] preparing", file=sys.stderr, flush=True)
-            r = prepare(name, Path(tmp), args.checkpoint)
+            r = prepare(name, Path(tmp), args.checkpoint, args)
             r["variants"] = {}
-            for v in args.variants:
+            for v in [v for v in args.variants if v in r["paths"]]:
                 print(f"[{name}] {v}", file=sys.stderr, flush=True)
                 r["variants"][v] = run_variant(r["paths"][v], v, args)
             del r["paths"]
@@ -273,6 +391,16 @@ def main(argv=None):
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
     print(f"\n(written to {args.out}; load average at the end: {results['load_average_at_end']})")
+
+
+def _isa() -> list[str]:
+    """The host's vector and matrix extensions that matter for int8 (from /proc/cpuinfo's flags)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    wanted = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+    return [f for f in wanted if f in flags]
 
 
 def _cpu_name() -> str:

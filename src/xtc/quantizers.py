@@ -1,4 +1,4 @@
-"""Weight and activation quantizers of XTC (XTC-METHOD.md section 2).
+"""Weight and activation quantizers of XTC (docs/method.md, "What is quantized").
 
 Every function returns the *de-quantized* tensor (same shape and dtype as its input) and passes
 gradients straight through to the input (straight-through estimator: d out / d in = identity).

@@ -4,7 +4,7 @@ The encoder's transformer blocks are found by structure (the ``nn.ModuleList`` o
 inside the base model), so every encoder family transformers builds the usual way works; what is
 quantized inside a block is every ``nn.Linear`` (query/key/value, attention output, FFN up and
 down). The word embedding is quantized per row. Everything else (position and token-type
-embeddings, LayerNorm, biases, pooler, classifier) stays full precision (XTC-METHOD.md section 2).
+embeddings, LayerNorm, biases, pooler, classifier) stays full precision (docs/method.md, "What is quantized").
 
 Families checked with transformers 5.24 (tests/test_families.py), none by class name:
 BERT, RoBERTa, XLM-RoBERTa (query/key/value, attention output dense, FFN dense x2); ELECTRA (the

@@ -1,4 +1,4 @@
-"""TinyBERT-style data augmentation (XTC-METHOD.md §6): offline, seeded and batched.
+"""TinyBERT-style data augmentation (docs/method.md, "Data augmentation"): offline, seeded and batched.
 
 Each word of a training sentence is replaced, with probability ``replace_prob``, by a random one of its
 ``top_k`` candidates. Where the candidates come from depends on the word, as in TinyBERT:
@@ -19,7 +19,7 @@ Differences from TinyBERT's script, all for speed or for faithful text:
 * a candidate never equals the word itself, so ``replace_prob`` is the real rate of change of the words
   that have candidates; stop words (TinyBERT's list) and words without letters are kept.
 
-Augmented examples carry label None: the teacher supplies the targets (XTC-METHOD.md §6).
+Augmented examples carry label None: the teacher supplies the targets (docs/method.md).
 """
 
 from __future__ import annotations
