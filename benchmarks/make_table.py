@@ -1,8 +1,10 @@
-"""Turn benchmarks/results/glue/*.json into the table of benchmarks/README.md and a plot of the
-main dev metric against the real packed model size (benchmarks/metric_vs_size.png).
+"""Turn benchmarks/results/*.json into the tables of benchmarks/README.md and README.md, and a plot of
+the main dev metric against the real packed model size (benchmarks/metric_vs_size.png).
 
     python benchmarks/make_table.py
-The table goes between the markers <!-- glue-table --> and <!-- /glue-table --> of the README.
+The GLUE table goes between <!-- glue-table --> and <!-- /glue-table --> of benchmarks/README.md; the
+summary table between <!-- summary-table --> and <!-- /summary-table --> of README.md. Every gap is
+printed twice: at the best dev checkpoint and at the end of the budget (no selection on dev).
 """
 
 from __future__ import annotations
@@ -12,13 +14,26 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from run_glue import ROWS as ROW_ORDER  # the table lists rows in the runner's order
+from run_glue import ROWS  # the table lists rows in the runner's order
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "glue"
 README = HERE / "README.md"
+ROOT_README = HERE.parent / "README.md"
 TASK_ORDER = ["mrpc", "stsb", "rte", "cola", "sst2"]
-FP32_MINILM_BYTES = 90_868_376  # model.safetensors of all-MiniLM-L6-v2 (FP32), for the size column
+# model.safetensors of the FP32 pre-trained models, for the size columns
+FP32_BYTES = {"minilm": 90_868_376, "mpnet": 437_971_872}
+FP32_MINILM_BYTES = FP32_BYTES["minilm"]
+ROW_ORDER = list(ROWS)
+
+
+def base_row(row: str) -> str:
+    """The runner's row of a result row (rows chosen on held-out data carry a suffix: _sel-...)."""
+    return row.split("_sel-", 1)[0]
+
+
+def teacher_of(row: str) -> str:
+    return ROWS[base_row(row)].teacher_row if base_row(row) in ROWS else "teacher"
 
 
 def load() -> dict:
@@ -29,8 +44,9 @@ def load() -> dict:
     return cells
 
 
-def main_value(r: dict) -> float:
-    return 100 * r["metrics"][r["main_metric"]]
+def main_value(r: dict, end: bool = False) -> float:
+    """The main metric x100: at the kept checkpoint, or (``end``) at the last evaluation of the budget."""
+    return 100 * (r["dev_final"] if end else r["metrics"])[r["main_metric"]]
 
 
 def cell(runs: list[dict]) -> str:
@@ -50,22 +66,32 @@ def cell(runs: list[dict]) -> str:
 
 def tasks_and_rows(keys) -> tuple[list[str], list[str]]:
     """The tasks and rows present among (task, row) keys, in the table's column and row order."""
-    return ([t for t in TASK_ORDER if any(k[0] == t for k in keys)],
-            [r for r in ROW_ORDER if any(k[1] == r for k in keys)])
+    rows = {k[1] for k in keys}
+    ordered = sorted(rows, key=lambda r: (ROW_ORDER.index(base_row(r)) if base_row(r) in ROW_ORDER else 999, r))
+    return [t for t in TASK_ORDER if any(k[0] == t for k in keys)], ordered
+
+
+def gaps(cells: dict, row: str, tasks: list[str], end: bool = False) -> list[float]:
+    """Per task, the row's mean gap to its teacher's main metric, each run against the teacher of its
+    own seed (its distillation teacher; the teachers' mean over seeds where that seed has none): the
+    student at its best checkpoint or (``end``) at the end of its budget, the teacher as reported (the
+    fixed reference of every row, as the issues state their goals)."""
+    teacher_row = teacher_of(row)
+    out = []
+    for t in tasks:
+        runs, teachers = cells.get((t, row), []), cells.get((t, teacher_row), [])
+        if not runs or not teachers or (end and not all(r.get("dev_final") for r in runs)):
+            continue
+        by_seed = {r["seed"]: main_value(r) for r in teachers}
+        mean = statistics.mean(by_seed.values())
+        out.append(statistics.mean(main_value(r, end) - by_seed.get(r["seed"], mean) for r in runs))
+    return out
 
 
 def table(cells: dict) -> str:
     tasks, rows = tasks_and_rows(cells)
-    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher", "packed MB", "train wall (min, per task)"]
-    teacher = {(t, r["seed"]): main_value(r) for t in tasks for r in cells.get((t, "teacher"), [])}
-    teacher_mean = {t: statistics.mean(main_value(r) for r in cells[(t, "teacher")]) for t in tasks
-                    if (t, "teacher") in cells}
-
-    def gap(t: str, runs: list[dict]) -> float:
-        # paired: each run against the teacher of its own seed (its distillation teacher), so a
-        # one-seed row is not compared with a mean over seeds it never saw; the seeds' mean otherwise
-        return statistics.mean(main_value(r) - teacher.get((t, r["seed"]), teacher_mean[t]) for r in runs)
-
+    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher: best", "vs teacher: end", "packed MB",
+                                           "train wall (min, per task)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         vals, out, sizes, walls = [], [row], [], []
@@ -78,13 +104,16 @@ def table(cells: dict) -> str:
                 walls += [r["train_wall_s"] / 60 for r in runs]
         complete = len(vals) == len(tasks)
         out.append(f"{statistics.mean(vals):.1f}" if complete else "–")
-        # the goals are stated against the teacher: mean gap over the tasks this row has so far
-        gaps = [gap(t, cells[(t, row)]) for t in tasks if (t, row) in cells and t in teacher_mean]
-        out.append("" if row == "teacher" or not gaps else f"{statistics.mean(gaps):+.1f} ({len(gaps)} tasks)")
-        out.append(f"{sizes[0] / 1e6:.2f}" if sizes else ("90.9 (FP32)" if row == "teacher" else "–"))
+        is_teacher = row == teacher_of(row)
+        for end in (False, True):  # the goals are stated against the teacher, over the tasks run so far
+            g = [] if is_teacher else gaps(cells, row, tasks, end)
+            out.append(f"{statistics.mean(g):+.1f} ({len(g)} tasks)" if g else "")
+        family = ROWS[base_row(row)].family if base_row(row) in ROWS else "minilm"
+        out.append(f"{sizes[0] / 1e6:.2f}" if sizes else
+                   (f"{FP32_BYTES[family] / 1e6:.1f} (FP32)" if is_teacher else "–"))
         out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
         lines.append("| " + " | ".join(out) + " |")
-    commands = sorted({r["command"] for runs in cells.values() for r in runs})
+    commands = compact_commands(r["command"] for runs in cells.values() for r in runs)
     single = sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1})
     single_seeds = f", other cells are seed {'/'.join(map(str, single))}" if single else ""
     metric_note = ", ".join(f"{t}: {'/'.join(cells[next(k for k in cells if k[0] == t)][0]['metric_names'])}"
@@ -94,10 +123,42 @@ def table(cells: dict) -> str:
         "of the last evaluation inside the budget, without selection; a ± b n=N = mean and sample standard " \
         f"deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean){single_seeds}; " \
         "avg = mean of each task's main metric " \
-        "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to the teacher's main " \
-        "metric over the tasks the row has run, each run against the teacher of its own seed." \
+        "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to its teacher's main " \
+        "metric over the tasks the row has run, each run against the teacher of its own seed (as reported): " \
+        "best = the student's best dev checkpoint, end = the student at the end of its budget (no selection)." \
         "\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
+
+
+def compact_commands(commands) -> list[str]:
+    """The one-unit commands recorded in the result files, merged into one runner command per row,
+    extra flags and set of seeds, listing the tasks that ran with exactly those seeds."""
+    import shlex
+
+    units: dict = defaultdict(set)  # (rows, extra flags, task) -> seeds
+    for command in set(commands):
+        flags: dict = {}
+        key = None
+        for word in shlex.split(command)[2:]:
+            if word.startswith("--"):
+                key = word
+                flags[key] = []
+            elif key:
+                flags[key].append(word)
+        extra = tuple((k, tuple(v)) for k, v in sorted(flags.items()) if k not in ("--tasks", "--rows", "--seeds"))
+        for task in flags.get("--tasks", []):
+            units[(tuple(flags.get("--rows", [])), extra, task)].update(flags.get("--seeds", []))
+    groups: dict = defaultdict(list)
+    for (rows, extra, task), seeds in units.items():
+        groups[(rows, extra, tuple(sorted(seeds)))].append(task)
+    lines = []
+    for (rows, extra, seeds), tasks in groups.items():
+        ordered = sorted(tasks, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+        tail = "".join(f" {k} {' '.join(v)}" for k, v in extra)
+        lines.append(f"python benchmarks/run_glue.py --rows {' '.join(rows)} --tasks {' '.join(ordered)} "
+                     f"--seeds {' '.join(seeds)}{tail}")
+    return sorted(lines, key=lambda line: (ROW_ORDER.index(line.split()[3]) if line.split()[3] in ROW_ORDER else 99,
+                                           line))
 
 
 def plot(cells: dict) -> None:
@@ -115,7 +176,8 @@ def plot(cells: dict) -> None:
     for (task, row), runs in cells.items():
         if task not in TASK_ORDER:  # as in the table: only the issue's five tasks
             continue
-        size = runs[0].get("packed_bytes") or (FP32_MINILM_BYTES if row == "teacher" else None)
+        family = ROWS[base_row(row)].family if base_row(row) in ROWS else "minilm"
+        size = runs[0].get("packed_bytes") or (FP32_BYTES[family] if row == teacher_of(row) else None)
         if size:
             points[task, row] = (size / 1e6, statistics.mean(main_value(r) for r in runs))
     # the same orders as the table's rows and columns, so the legends read like the table
@@ -140,15 +202,89 @@ def plot(cells: dict) -> None:
     fig.savefig(HERE / "metric_vs_size.png", dpi=120, bbox_inches="tight", bbox_extra_artists=[first, second])
 
 
-def main():
-    cells = load()
-    text = README.read_text() if README.exists() else "<!-- glue-table -->\n<!-- /glue-table -->\n"
-    start, end = "<!-- glue-table -->", "<!-- /glue-table -->"
+# The rows of README.md's summary table: (label, result row, inference file, model key, packed variant)
+SUMMARY = [
+    ("MiniLM-L6, ternary, 9 epochs", "6l_w2a8_long", "inference.json", "minilm", "packed_w2a8"),
+    ("MiniLM-L6, binary row-wise, 18 epochs", "6l_w1a8_xlong_row", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6, binary, 3 epochs", "6l_w1a8", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6 -> 3 layers, binary, 3 epochs", "3l_w1a8", None, None, None),
+    ("MPNet-base (BERT-base size), 12 layers, binary", "mpnet_12l_w1a8", None, None, None),
+    ("MPNet-base -> 5 layers, binary", "mpnet_5l_w1a8", "inference_mpnet.json", "mpnet", "packed_student"),
+]
+
+
+def _latency(file: str | None, model: str | None, variant: str | None) -> tuple[str, str]:
+    """``(x FP32, x ORT int8)`` of the 1-thread, batch-1 CPU-time medians of one inference result file."""
+    path = HERE / "results" / (file or "")
+    if not file or not path.exists():
+        return "–", "–"
+    m = json.loads(path.read_text())["models"].get(model, {})
+    v = m.get("variants", {})
+    if variant not in v or "fp32" not in v:
+        return "–", "–"
+
+    def ms(name):
+        return v[name]["latency"]["t1_b1"]["cpu_median_ms"]
+
+    ort = f"{ms(variant) / ms('ort_int8'):.2f}x" if "ort_int8" in v else "–"
+    return f"{ms(variant) / ms('fp32'):.2f}x", ort
+
+
+def summary_table(cells: dict) -> str:
+    head = ["configuration", "bits", "layers", "MB", "x smaller", "GLUE gap, end of budget (best ckpt)",
+            "CPU latency vs FP32", "vs ONNX Runtime int8"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, row, file, model, variant in SUMMARY:
+        runs = [r for (t, name), rs in cells.items() if name == row and t in TASK_ORDER for r in rs]
+        if not runs:
+            continue
+        tasks = [t for t in TASK_ORDER if (t, row) in cells]
+        end, best = gaps(cells, row, tasks, end=True), gaps(cells, row, tasks)
+        size = next((r["packed_bytes"] for r in runs if r.get("packed_bytes")), None)
+        fp32 = FP32_BYTES[ROWS[row].family]
+        gap = (f"{statistics.mean(end):+.1f} ({statistics.mean(best):+.1f}), {len(best)} task"
+               f"{'s' if len(best) > 1 else ''}") if best and len(end) == len(best) else "–"
+        lat_fp32, lat_ort = _latency(file, model, variant)
+        lines.append("| " + " | ".join([label, f"W{runs[0]['weight_bits']}A8", str(runs[0]["layers"]),
+                                        f"{size / 1e6:.2f}" if size else "–", f"{fp32 / size:.0f}x" if size else "–",
+                                        gap, lat_fp32, lat_ort]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _replace_between(path: Path, name: str, body: str) -> None:
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    text = path.read_text() if path.exists() else f"{start}\n{end}\n"
+    if start not in text:
+        return
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
-    README.write_text(before + start + "\n" + table(cells) + end + after)
+    path.write_text(before + start + "\n" + body + end + after)
+
+
+def main():
+    cells = load()
+    _replace_between(README, "glue-table", table(cells))
+    _replace_between(ROOT_README, "summary-table", summary_table(cells))
+    from bench_inference import table as inference_table
+
+    for name in ("inference", "inference_mpnet"):
+        path = HERE / "results" / f"{name}.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+            machine = results["machine"]
+            head = (f"`{results['command']}`: {machine['cpu']}, {machine.get('isa') or 'ISA not recorded'}, "
+                    f"{machine['cores_visible']} cores, load average {machine['load_average_at_start'][0]:.1f} at the "
+                    "start; ratios against FP32 in brackets.\n\n")
+            _replace_between(README, f"{name.replace('_', '-')}-table", head + inference_table(results) + "\n")
     plot(cells)
     print(table(cells))
+    print(summary_table(cells))
+    print("end-of-budget gaps per row (vs each row's teacher, mean over the tasks run):")
+    tasks, rows = tasks_and_rows(cells)
+    for row in rows:
+        g = gaps(cells, row, tasks, end=True)
+        if g and row != teacher_of(row):
+            print(f"  {row}: {statistics.mean(g):+.2f} over {len(g)} tasks")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ OPTIONS: dict[str, Opt] = {
     "model": Opt(Optional[str], None, "pre-trained model: a local folder or a hub name", show_default=_RECIPE.model),
     "task": Opt(Optional[str], None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (or your own "
                                      "data: --train-file / --dataset)"),
-    "glue_dir": Opt(Optional[Path], None, "folder in the GLUE TSV layout (MRPC/, CoLA/, ...)",
+    "glue_dir": Opt(Optional[Path], None, "folder in the GLUE TSV layout (MRPC/, CoLA/, ...), or hub",
                     show_default="the hub's glue dataset"),
     "teacher": Opt(Optional[str], None, "an already fine-tuned teacher folder (skips fine-tuning)"),
     "layers": Opt(Optional[str], None, "teacher layers the student copies, 0-based, e.g. 1,3,5",
@@ -370,7 +370,7 @@ def predict(
 
 
 def _str(value) -> Optional[str]:
-    return str(value) if value is not None else None
+    return str(value) if value is not None and str(value) != "hub" else None
 
 
 def main():

@@ -156,6 +156,7 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch
                  "warmup_epochs": "warmup_epochs", "group_by_length": "group_by_length", "select_on": "select_on"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
                  "activation_bits": "activation_bits"}
+HUB = "hub"  # --glue-dir hub: read GLUE from the hub even where a recipe names a local folder
 # the natural width of the schemes that have one: --weight-scheme absmean needs no --weight-bits
 _SCHEME_BITS = {"binary": 1, "ternary": 2, "absmean": 2}
 
@@ -206,6 +207,8 @@ def apply_options(recipe: Recipe, options: dict) -> Recipe:
     top = {"model": options.get("model"), "task": options.get("task"), "teacher": options.get("teacher"),
            "glue_dir": options.get("glue_dir"), "train_file": options.get("augment"), "seed": options.get("seed"),
            "layers": parse_layers(options.get("layers"), "--layers")}
+    if top["glue_dir"] is not None and str(top["glue_dir"]) == HUB:  # --glue-dir hub: the hub's dataset
+        recipe, top["glue_dir"] = replace(recipe, glue_dir=None), None
     recipe = replace(recipe, **{k: (str(v) if isinstance(v, Path) else v) for k, v in top.items() if v is not None})
     quant = None if options.get("fp32") else quant_config(recipe.quant, options)
     stage_options = {**options, "seed": None}  # the recipe's seed is applied to each stage by compress
