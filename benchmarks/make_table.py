@@ -50,18 +50,16 @@ def main_value(r: dict, end: bool = False) -> float:
 
 
 def cell(runs: list[dict]) -> str:
-    """All of the task's metrics (x100, in metric_names order), mean ± spread over seeds."""
-    parts = []
-    for name in runs[0]["metric_names"]:
-        values = [100 * r["metrics"][name] for r in runs]
-        parts.append(f"{values[0]:.1f}" if len(values) == 1 else
-                     f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+    """The task's main metric (x100), mean ± spread over seeds, its epochs and its end-of-budget value
+    (the other metrics are in the result files)."""
+    values = [main_value(r) for r in runs]
+    text = f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
     epochs = {r["epochs"] for r in runs}
-    note = f" ({'/'.join(f'{e:g}' for e in sorted(epochs))} ep)"
-    finals = [100 * r["dev_final"][r["main_metric"]] for r in runs if r.get("dev_final")]
+    note = f" ({'/'.join(f'{e:.2g}' for e in sorted(epochs))} ep)"
+    finals = [main_value(r, end=True) for r in runs if r.get("dev_final")]
     if len(finals) == len(runs):  # the last evaluation inside the budget, without checkpoint selection
         note += f" [end {statistics.mean(finals):.1f}]"
-    return "/".join(parts) + note + (f" n={len(runs)}" if len(runs) > 1 else "")
+    return text + note + (f" n={len(runs)}" if len(runs) > 1 else "")
 
 
 def tasks_and_rows(keys) -> tuple[list[str], list[str]]:
@@ -90,18 +88,16 @@ def gaps(cells: dict, row: str, tasks: list[str], end: bool = False) -> list[flo
 
 def table(cells: dict) -> str:
     tasks, rows = tasks_and_rows(cells)
-    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher: best", "vs teacher: end", "packed MB",
-                                           "train wall (min, per task)"]
+    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher: best", "vs teacher: end", "packed MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        vals, out, sizes, walls = [], [row], [], []
+        vals, out, sizes = [], [row], []
         for t in tasks:
             runs = cells.get((t, row), [])
             out.append(cell(runs) if runs else "–")
             if runs:
                 vals.append(statistics.mean(main_value(r) for r in runs))
                 sizes += [r["packed_bytes"] for r in runs if r.get("packed_bytes")]
-                walls += [r["train_wall_s"] / 60 for r in runs]
         complete = len(vals) == len(tasks)
         out.append(f"{statistics.mean(vals):.1f}" if complete else "–")
         is_teacher = row == teacher_of(row)
@@ -111,21 +107,16 @@ def table(cells: dict) -> str:
         family = ROWS[base_row(row)].family if base_row(row) in ROWS else "minilm"
         out.append(f"{sizes[0] / 1e6:.2f}" if sizes else
                    (f"{FP32_BYTES[family] / 1e6:.1f} (FP32)" if is_teacher else "–"))
-        out.append(f"{statistics.mean(walls):.0f}" if walls else "–")
         lines.append("| " + " | ".join(out) + " |")
     commands = compact_commands(r["command"] for runs in cells.values() for r in runs)
     single = sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1})
     single_seeds = f", other cells are seed {'/'.join(map(str, single))}" if single else ""
-    metric_note = ", ".join(f"{t}: {'/'.join(cells[next(k for k in cells if k[0] == t)][0]['metric_names'])}"
-                            for t in tasks)
-    return "\n".join(lines) + f"\n\nMetrics per task (x100, dev): {metric_note}; (N ep) = training epochs of the " \
-        "row; cells are the best dev checkpoint (MRPC: selected on mean(F1, acc)), [end X] = the main metric " \
-        "of the last evaluation inside the budget, without selection; a ± b n=N = mean and sample standard " \
-        f"deviation over N seeds (each seed with its own teacher; [end X] and avg use the mean){single_seeds}; " \
-        "avg = mean of each task's main metric " \
-        "(first listed), best checkpoint, over all tasks; vs teacher = the row's mean gap to its teacher's main " \
-        "metric over the tasks the row has run, each run against the teacher of its own seed (as reported): " \
-        "best = the student's best dev checkpoint, end = the student at the end of its budget (no selection)." \
+    metric_note = ", ".join(f"{t} {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}" for t in tasks)
+    return "\n".join(lines) + f"\n\nx100, dev: {metric_note}; (N ep) = epochs; cells are the best dev checkpoint " \
+        "(MRPC: on mean(F1, acc)), [end X] = the main metric at the end of the budget; a ± b n=N = mean and " \
+        f"standard deviation over N seeds{single_seeds}; avg = mean main metric, best checkpoint; vs teacher = " \
+        "mean gap to the row's teacher (as reported) over the tasks run, each run against its own seed's " \
+        "teacher: best = the student's best checkpoint, end = its end of budget." \
         "\n\nReproduce a cell:\n```\n" + \
         "\n".join(commands) + "\n```\n"
 

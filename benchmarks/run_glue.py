@@ -33,6 +33,8 @@ The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched 
   mpnet_12l_w2a8 / mpnet_12l_w1a8   all 12 layers, ternary / binary, KD from the teacher
   mpnet_6l_fp32_copy / mpnet_5l_fp32_copy   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied, FP32 KD
   mpnet_6l_w2a8 / mpnet_6l_w1a8 / mpnet_5l_w1a8   the copied student above, quantized with KD
+  mpnet_minilm_fp32 / mpnet_minilm_w1a8   all-MiniLM-L6-v2 (pre-distilled, another tokenizer) distilled
+                        from the MPNet teacher (predictions only), then binarized with the same KD
 """
 
 from __future__ import annotations
@@ -110,6 +112,10 @@ ROWS: dict[str, Row] = {
     "mpnet_6l_w2a8": Row(family="mpnet", bits=2, start="mpnet_6l_fp32_copy", length_grouped=True),
     "mpnet_6l_w1a8": Row(family="mpnet", bits=1, start="mpnet_6l_fp32_copy", length_grouped=True),
     "mpnet_5l_w1a8": Row(family="mpnet", bits=1, start="mpnet_5l_fp32_copy", num_layers=5, length_grouped=True),
+    # the pre-distilled rival (TinyBERT-6L's role) under the same KD from the MPNet teacher: another
+    # tokenizer, so the predictions only are distilled
+    "mpnet_minilm_fp32": Row(family="mpnet", start="all-MiniLM-L6-v2", length_grouped=True),
+    "mpnet_minilm_w1a8": Row(family="mpnet", bits=1, start="mpnet_minilm_fp32", length_grouped=True),
 }
 DEFAULT_ROWS = ["teacher", "6l_w2a8", "6l_w1a8", "3l_fp32_copy", "3l_fp32_predistilled", "3l_w1a8", "6l_w1a8_short"]
 # the teacher's fine-tuning rate per family (students: --lr); 2e-5 is BERT-base's usual rate

@@ -24,7 +24,8 @@ def run_glue():
 # row -> the recipe that reproduces it (a quantized row's recipe also trains its FP32 copy first)
 RECIPES = {"mpnet_teacher": "mpnet-12l-fp32", "mpnet_12l_w2a8": "mpnet-12l-w2a8", "mpnet_12l_w1a8": "mpnet-12l-w1a8",
            "mpnet_6l_fp32_copy": "mpnet-6l-fp32", "mpnet_5l_fp32_copy": "mpnet-5l-fp32",
-           "mpnet_6l_w2a8": "mpnet-6l-w2a8", "mpnet_6l_w1a8": "mpnet-6l-w1a8", "mpnet_5l_w1a8": "mpnet-5l-w1a8"}
+           "mpnet_6l_w2a8": "mpnet-6l-w2a8", "mpnet_6l_w1a8": "mpnet-6l-w1a8", "mpnet_5l_w1a8": "mpnet-5l-w1a8",
+           "mpnet_minilm_fp32": "mpnet-minilm-fp32", "mpnet_minilm_w1a8": "mpnet-minilm-w1a8"}
 
 
 def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
@@ -32,8 +33,10 @@ def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
     assert mpnet_rows == set(RECIPES)
     for name, recipe_name in RECIPES.items():
         row, recipe = run_glue.ROWS[name], load_recipe(ROOT / "recipes" / f"{recipe_name}.yaml")
-        start = run_glue.ROWS[row.start] if row.start else row
+        start = run_glue.ROWS[row.start] if row.start in run_glue.ROWS else row
         assert tuple(recipe.layers or ()) == tuple(start.layers or ()), name
+        first = start.start if start.start and start.start not in run_glue.ROWS else None
+        assert (recipe.student or None) == (first and f"../shared/models/{first}"), name
         assert (recipe.quant.weight_bits if recipe.quant else 32) == row.bits, name
         assert recipe.finetune.learning_rate == run_glue.TEACHER_LR["mpnet"]
         assert recipe.qat.learning_rate == recipe.reduce.learning_rate == 5e-5  # the runner's --lr default

@@ -90,3 +90,28 @@ def test_label_loss_skips_unlabelled_items():
     none = label_loss(logits, torch.tensor([-100, -100, -100]))
     assert none.item() == 0.0 and none.requires_grad  # a batch of augmented copies only: no NaN, no crash
     assert label_loss(scores, torch.full((3,), float("nan"))).item() == 0.0
+
+
+def test_a_student_with_another_tokenizer_learns_from_the_teachers_predictions(tmp_path, caplog):
+    """MiniLM under an MPNet teacher: the two tokenize the same text differently, so each model gets its
+    own inputs and only the prediction loss applies (the attention and hidden-state terms are off)."""
+    import json
+
+    from xtc_tiny import SPECIAL, WORDS, make_tiny_glue, make_tiny_model, save_tiny_bert
+
+    from xtc.pipeline import distill
+    from xtc.train import TrainConfig
+
+    teacher = make_tiny_model(tmp_path / "teacher", layers=2)
+    student = save_tiny_bert(tmp_path / "student", SPECIAL + list(reversed(WORDS)), layers=1, seed=1)
+    glue = make_tiny_glue(tmp_path / "glue", n_train=16, n_dev=8)
+    with caplog.at_level("WARNING", logger="xtc"):
+        summary = distill(str(teacher), "sst2", tmp_path / "kd", str(glue), student=str(student),
+                          config=TrainConfig(max_steps=3, eval_steps=3, batch_size=4, logging_steps=1))
+    assert "tokenizes differently" in caplog.text
+    logs = [json.loads(x) for x in (tmp_path / "kd" / "log.jsonl").read_text().splitlines() if '"loss_pred"' in x]
+    assert logs and all("loss_att" not in r and "loss_hid" not in r and r["loss_pred"] > 0 for r in logs)
+    assert "accuracy" in summary["dev"]
+    # the student keeps its own tokenizer
+    saved = json.loads((tmp_path / "kd" / "model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert saved[WORDS[-1]] == len(SPECIAL)

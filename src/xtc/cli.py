@@ -49,6 +49,8 @@ OPTIONS: dict[str, Opt] = {
     "teacher": Opt(Optional[str], None, "an already fine-tuned teacher folder (skips fine-tuning)"),
     "layers": Opt(Optional[str], None, "teacher layers the student copies, 0-based, e.g. 1,3,5",
                   show_default="all"),
+    "student": Opt(Optional[str], None, "a smaller pre-trained model to distil into instead of a copy of the "
+                                        "teacher (another family too: then only the predictions are distilled)"),
     "augment": Opt(Optional[Path], None, "augmented train.tsv (from `xtc augment`)"),
     # quantization
     "weight_bits": Opt(Optional[int], None, "1 = binary, 2 = ternary (what the packed file holds)",
@@ -102,7 +104,7 @@ OPTIONS: dict[str, Opt] = {
     "resume": Opt(bool, False, "continue an interrupted run from its last checkpoint"),
     "overwrite": Opt(bool, False, "replace what is already in the output folder"),
 }
-WHAT = ("model", "task", "glue_dir", "teacher", "layers", "augment")
+WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
 QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
             "group_by_length", "select_on")
@@ -259,10 +261,9 @@ def finetune(output: Path = typer.Option(..., help="stage folder (the model goes
     typer.echo(json.dumps(summary["dev"], indent=1))
 
 
-@command(("teacher", "task", "glue_dir", "layers", "augment"), QUANT, TRAINING, WRITING, DATA, defaults=_QAT)
+@command(("teacher", "task", "glue_dir", "layers", "student", "augment"), QUANT, TRAINING, WRITING, DATA,
+         defaults=_QAT)
 def distill(output: Path = typer.Option(..., help="stage folder (the model goes to OUTPUT/model)"),
-            student: Optional[str] = typer.Option(None, help="student to start from (default: a copy of the "
-                                                             "teacher)"),
             options: dict = None):
     """Distil a teacher into a (layer-reduced, optionally quantized) student with one-stage KD."""
     from .recipe import parse_layers, quant_config, train_config
@@ -275,7 +276,7 @@ def distill(output: Path = typer.Option(..., help="stage folder (the model goes 
     cfg = train_config(_QAT, options, latent_lr_scale=options.get("latent_lr_scale"))
     from .pipeline import distill as run
 
-    summary = run(options["teacher"], task, output, _str(options.get("glue_dir")), student=student,
+    summary = run(options["teacher"], task, output, _str(options.get("glue_dir")), student=options.get("student"),
                   layers=parse_layers(options.get("layers"), "--layers"), quant=quant, config=cfg,
                   train_file=_str(options.get("augment")), resume=options["resume"], overwrite=options["overwrite"],
                   data=data)

@@ -311,9 +311,17 @@ class Distiller(nn.Module):
         enable_score_capture(self.student)
 
     def forward(self, labels=None, **batch):
+        # A teacher of another family brings its own tokenization (``teacher_*`` inputs): it and the
+        # student see the same texts as different tokens, so only their predictions can be compared.
+        prefix = "teacher_"
+        teacher_batch = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
+        batch = {k: v for k, v in batch.items() if not k.startswith(prefix)}
+        if teacher_batch and (self.config.att_weight or self.config.hid_weight):
+            raise ConfigError("the teacher tokenizes differently from the student, so their attention scores and "
+                              "hidden states do not pair up: distil with att_weight=0 and hid_weight=0")
         mask = batch.get("attention_mask")
         with torch.no_grad(), capture_attention_scores(self.teacher) as t_scores:
-            t_out = self.teacher(**batch, output_hidden_states=True)
+            t_out = self.teacher(**(teacher_batch or batch), output_hidden_states=True)
         with capture_attention_scores(self.student) as s_scores:
             s_out = self.student(**batch, output_hidden_states=True)
         if self.config.att_weight and (len(t_scores), len(s_scores)) != (self._n_teacher, len(self.layer_map)):

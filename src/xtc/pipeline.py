@@ -17,7 +17,9 @@ Run folder::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
@@ -151,7 +153,16 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
         check_model(student, "student")
     check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
     torch.manual_seed(config.seed)
-    tokenizer = load_tokenizer(teacher)
+    tokenizer = teacher_tokenizer = load_tokenizer(teacher)
+    if student is not None and not same_tokenizer(load_tokenizer(student), tokenizer):
+        # a student of another family (MiniLM under an MPNet teacher): each reads its own tokens, and
+        # only the predictions pair up, so the attention and hidden-state terms are switched off
+        tokenizer = load_tokenizer(student)
+        distill_config = dataclasses.replace(distill_config, att_weight=0.0, hid_weight=0.0)
+        logging.getLogger("xtc").warning("the student %s tokenizes differently from the teacher %s: distilling "
+                                         "the predictions only (att_weight=0, hid_weight=0)", student, teacher)
+    else:
+        teacher_tokenizer = None
     teacher_model = load_model(teacher, task)
     if student is not None:
         net = load_model(student, task)
@@ -163,11 +174,24 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
         quantize_(net, quant)
     train, dev = load_data(task, tokenizer, glue_dir, config.max_length, train_file, examples=examples,
                            select_fraction=config.select_fraction, seed=config.seed)
+    if teacher_tokenizer is not None:  # the same examples, as the teacher tokenizes them
+        from .data.batches import WithTeacherInputs
+
+        teacher_view, _ = load_data(task, teacher_tokenizer, glue_dir, config.max_length, train_file,
+                                    examples=examples, select_fraction=config.select_fraction, seed=config.seed)
+        train = WithTeacherInputs(train, teacher_view)
     new = _stage_folder(output_dir, resume, overwrite)
     with _removed_if_failed_early(output_dir, new):
         return train_stage(net, tokenizer, task, train, dev, output_dir, config, teacher=teacher_model,
                            layer_map=layer_map(net, teacher_model), distill_config=distill_config, resume=resume,
-                           stage="qat" if quant is not None or is_quantized(net) else "reduce")
+                           stage="qat" if quant is not None or is_quantized(net) else "reduce",
+                           teacher_tokenizer=teacher_tokenizer)
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers turn text into the same ids (same vocabulary and special tokens)."""
+    return (type(a).__name__ == type(b).__name__ and a.get_vocab() == b.get_vocab()
+            and a.all_special_ids == b.all_special_ids)
 
 
 @torch.no_grad()
@@ -249,8 +273,8 @@ def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data,
         run("teacher", finetune, model=recipe.model, config=with_seed(recipe.finetune), **common)
         teacher_dir = str(output_dir / "teacher" / "model")
     student = None
-    if recipe.layers:
-        run("reduced", distill, teacher=teacher_dir, layers=recipe.layers, quant=None,
+    if recipe.layers or recipe.student:  # a smaller FP32 student first: copied layers or a smaller model
+        run("reduced", distill, teacher=teacher_dir, layers=recipe.layers, student=recipe.student, quant=None,
             config=with_seed(recipe.reduce), distill_config=recipe.distill, **common)
         student = str(output_dir / "reduced" / "model")
     final_stage = "reduced" if recipe.quant is None else "quantized"
@@ -268,6 +292,7 @@ def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data,
         "activation_bits": (recipe.quant.activation_bits if recipe.quant else None),
         "layers": recipe.layers,
         "num_layers": len(recipe.layers) if recipe.layers else None,
+        "student": recipe.student,
         "steps": {k: v.get("steps") for k, v in stages.items() if "steps" in v},
         "epochs": {k: v.get("epochs") for k, v in stages.items() if "epochs" in v},
         "train_wall_s": {k: v.get("train_wall_s") for k, v in stages.items() if "train_wall_s" in v},

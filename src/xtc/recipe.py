@@ -64,6 +64,7 @@ class Recipe:
     train_file: Optional[str] = None  # e.g. an augmented train.tsv (augmentation output)
     teacher: Optional[str] = None  # an already fine-tuned teacher; skips fine-tuning
     layers: Optional[list[int]] = None  # layer reduction: teacher layers the student copies
+    student: Optional[str] = None  # or: a smaller pre-trained model as the student (instead of a copy)
     quant: Optional[XTCConfig] = field(default_factory=XTCConfig)  # None = no quantization
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_epochs=0.1))
@@ -75,7 +76,7 @@ class Recipe:
         for name in ("model", "task"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{name} must be a name or a path, got {getattr(self, name)!r}")
-        for name in ("model", "glue_dir", "train_file", "teacher"):
+        for name in ("model", "glue_dir", "train_file", "teacher", "student"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 value = str(value)
@@ -83,6 +84,9 @@ class Recipe:
                 value = os.path.expanduser(value)
             setattr(self, name, value)
         self.layers = parse_layers(self.layers)
+        if self.layers and self.student:
+            raise ConfigError("give either layers (a student copied from the teacher) or student (a smaller "
+                              "pre-trained model), not both")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
 
@@ -205,6 +209,7 @@ def apply_options(recipe: Recipe, options: dict) -> Recipe:
     """The recipe after the command line: top-level fields, quantization, and the training options
     of every stage (``teacher_epochs`` for the teacher's fine-tuning, ``latent_lr_scale`` for QAT)."""
     top = {"model": options.get("model"), "task": options.get("task"), "teacher": options.get("teacher"),
+           "student": options.get("student"),
            "glue_dir": options.get("glue_dir"), "train_file": options.get("augment"), "seed": options.get("seed"),
            "layers": parse_layers(options.get("layers"), "--layers")}
     if top["glue_dir"] is not None and str(top["glue_dir"]) == HUB:  # --glue-dir hub: the hub's dataset

@@ -156,11 +156,12 @@ def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
 def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
                 dev_sets: dict[str, TokenizedDataset], output_dir: Path, config: TrainConfig,
                 teacher=None, layer_map: Sequence[int] = (), distill_config: DistillConfig | None = None,
-                resume: bool = False, stage: str | None = None) -> dict:
+                resume: bool = False, stage: str | None = None, teacher_tokenizer=None) -> dict:
     """Train ``model`` and leave its best dev checkpoint in ``output_dir/model``.
 
     Returns a summary: best dev metrics, steps, epochs, wall time. ``stage`` names the progress
-    lines (teacher, reduce, qat; default: the folder's name).
+    lines (teacher, reduce, qat; default: the folder's name). ``teacher_tokenizer``: the teacher's own,
+    when it differs from the student's (``train_set`` then carries ``teacher_*`` inputs).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,8 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         args=args,
         train_dataset=train_set,
         eval_dataset=_dev_sets(task, dev_sets),
-        data_collator=make_collator(tokenizer, max_length=config.max_length if config.pad_to_max_length else None),
+        data_collator=make_collator(tokenizer, max_length=config.max_length if config.pad_to_max_length else None,
+                                    teacher_tokenizer=teacher_tokenizer),
         processing_class=tokenizer,
         compute_metrics=lambda p: _with_selection(task, compute_metrics(task, p.predictions, p.label_ids)),
         callbacks=[JsonLinesLog(log_path), timer],

@@ -69,6 +69,9 @@ def check_compress_inputs(recipe, task, data=None) -> None:
     check_layers(recipe.layers, int(getattr(config, "num_hidden_layers")))
     check_groups(recipe.quant, config)
     check_tokenizer_fits(load_tokenizer(source), config, f"{what} {source}")
+    if recipe.student:
+        student = check_model(recipe.student, "student")
+        check_tokenizer_fits(load_tokenizer(recipe.student), student, f"student {recipe.student}")
     if data is None:  # pre-loaded data (your own files) was read and checked by its loader
         check_data(task, recipe.glue_dir, recipe.train_file)
 

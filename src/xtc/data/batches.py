@@ -41,32 +41,66 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return item
 
 
-def make_collator(tokenizer, pad_to_multiple_of: int | None = None, max_length: int | None = None):
+TEACHER_PREFIX = "teacher_"  # the teacher's own inputs, when it tokenizes differently from the student
+
+
+class WithTeacherInputs(torch.utils.data.Dataset):
+    """``student`` items plus the same examples as the teacher tokenizes them (keys ``teacher_*``),
+    for distillation from a teacher of another family whose tokenizer differs."""
+
+    def __init__(self, student: TokenizedDataset, teacher: TokenizedDataset):
+        if len(student) != len(teacher):
+            raise DataError(f"{len(student)} student items but {len(teacher)} teacher items")
+        self.student, self.teacher = student, teacher
+        self.lengths = student.lengths
+
+    def __len__(self) -> int:
+        return len(self.student)
+
+    def __getitem__(self, i: int) -> dict:
+        extra = {TEACHER_PREFIX + k: v for k, v in self.teacher[i].items() if k != "labels"}
+        return {**self.student[i], **extra}
+
+
+def make_collator(tokenizer, pad_to_multiple_of: int | None = None, max_length: int | None = None,
+                  teacher_tokenizer=None):
     """Batches padded to their longest item (dynamic padding); with ``max_length``, padded to exactly
     ``max_length`` instead (as the reference scripts do).
 
-    Items whose ``labels`` are lists (token classification) get their labels padded with -100."""
+    Items whose ``labels`` are lists (token classification) get their labels padded with -100. With
+    ``teacher_tokenizer``, the items' ``teacher_*`` inputs are padded by it, apart from the student's."""
     padding = dict(padding="longest") if max_length is None else dict(padding="max_length", max_length=max_length)
     sequence = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt",
                                        **padding)
     tokens = DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_to_multiple_of,
                                                 return_tensors="pt", label_pad_token_id=-100, **padding)
-    return _Collator(sequence, tokens)
+    teacher = (DataCollatorWithPadding(teacher_tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt",
+                                       **padding) if teacher_tokenizer is not None else None)
+    return _Collator(sequence, tokens, teacher)
 
 
 class _Collator:
-    """Pads a batch with ``sequence`` (one label per item), or ``tokens`` (a label per token)."""
+    """Pads a batch with ``sequence`` (one label per item), or ``tokens`` (a label per token); the
+    teacher's own inputs (``teacher_*``), if any, with ``teacher``."""
 
-    def __init__(self, sequence, tokens):
-        self.sequence, self.tokens = sequence, tokens
+    def __init__(self, sequence, tokens, teacher=None):
+        self.sequence, self.tokens, self.teacher = sequence, tokens, teacher
         self.tokenizer = sequence.tokenizer
 
     def __call__(self, items: list[dict]):
+        teacher_items = None
+        if self.teacher is not None and items and any(k.startswith(TEACHER_PREFIX) for k in items[0]):
+            n = len(TEACHER_PREFIX)
+            teacher_items = [{k[n:]: v for k, v in item.items() if k.startswith(TEACHER_PREFIX)} for item in items]
+            items = [{k: v for k, v in item.items() if not k.startswith(TEACHER_PREFIX)} for item in items]
         labelled = [item for item in items if "labels" in item]
         if labelled and len(labelled) < len(items):
             items = _mark_missing_labels(items, labelled[0]["labels"])
         per_token = bool(items) and isinstance(items[0].get("labels"), list)
-        return (self.tokens if per_token else self.sequence)(items)
+        batch = (self.tokens if per_token else self.sequence)(items)
+        if teacher_items is not None:
+            batch.update({TEACHER_PREFIX + k: v for k, v in self.teacher(teacher_items).items()})
+        return batch
 
 
 def _mark_missing_labels(items: list[dict], example_label) -> list[dict]:
