@@ -239,3 +239,19 @@ def test_corrupt_packed_file_never_loads_silently_different(tmp_path, bits):
         loaded_same.append(what)
     # a flip that still loads must be one that changes nothing (e.g. inside the header's padding)
     assert len(loaded_same) < len(variants) // 4, loaded_same
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_result_files_follow_the_umask(tmp_path, umask):
+    """Result files are written atomically through a temporary file (mode 0600), then given the mode an
+    ordinary file gets under the user's umask."""
+    import os
+
+    from xtc.io import write_json_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "results.json", {"ok": True})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
