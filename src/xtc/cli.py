@@ -310,8 +310,8 @@ def augment(
     options: dict = None,
 ):
     """TinyBERT-style data augmentation of a task's training set (works offline)."""
-    from .data.augment import augment_cmd
     from .data import get_task
+    from .data.augment import augment_cmd
     from .io import check_output
 
     check_output(Path(output) / get_task(task).dir_name / "train.tsv", overwrite=options["overwrite"])

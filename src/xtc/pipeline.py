@@ -28,18 +28,16 @@ from typing import Optional, Sequence
 
 import torch
 
-from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
-from .io import check_run_folder, prepare_run_folder
-from .models import load_model, load_tokenizer
-from .progress import quiet_library_bars
 from . import __version__
 from .data import TaskSpec, get_task, load_split, make_collator, pad_concat, read_tsv
 from .distillation import DistillConfig
-from .io import write_json_atomic, write_text_atomic
+from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
+from .io import check_run_folder, prepare_run_folder, write_json_atomic, write_text_atomic
+from .models import load_model, load_tokenizer
+from .progress import quiet_library_bars
 from .recipe import Recipe
 from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
 from .train import SELECT_SPLIT, TrainConfig, train_stage
-
 
 # kept for callers of the earlier private names (benchmarks/step_time.py)
 _load_model, _load_tokenizer = load_model, load_tokenizer
@@ -212,7 +210,7 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
             logits.append(net(**batch).logits)
         # token classification: batches differ in length, padded (labels with -100, never scored)
         results[split] = task.compute(pad_concat([x.numpy() for x in logits], -100.0),
-                                         pad_concat([y.numpy() for y in labels], -100))
+                                      pad_concat([y.numpy() for y in labels], -100))
     return results
 
 

@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .errors import ConfigError, ModelLoadError, UnsupportedModelError  # noqa: F401  (re-exported: raised here, defined there)
 from .config import ROW_GROUPS, XTC_CONFIG_NAME, XTCConfig  # noqa: F401  (XTCConfig: xtc.surgery.XTCConfig)
+from .errors import ConfigError, ModelLoadError, UnsupportedModelError  # noqa: F401  (re-exported: raised here, defined there)
 from .modules import QuantEmbedding, QuantLinear
 
 # Families tested end to end; others with the same structure are accepted too.

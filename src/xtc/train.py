@@ -21,16 +21,16 @@ from typing import Optional, Sequence
 import torch
 from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .config import TrainConfig
-
-SELECT_SPLIT = "select"  # pipeline.load_data's name of the held-out selection set
-from .progress import StageProgress  # noqa: F401  (xtc.train.TrainConfig)
-from .errors import NonFiniteLossError  # noqa: F401  (re-exported: raised here, defined there)
 from .checkpoints import resume_point, truncate_log
+from .config import TrainConfig  # noqa: F401  (xtc.train.TrainConfig, as before)
 from .data import TaskSpec, TokenizedDataset, compute_metrics, make_collator
 from .distillation import DistillConfig, Distiller
+from .errors import NonFiniteLossError
 from .io import write_json_atomic
 from .modules import QuantEmbedding, QuantLinear
+from .progress import StageProgress
+
+SELECT_SPLIT = "select"  # the held-out part of the training set that picks the checkpoint (select_on=train:F)
 
 
 class JsonLinesLog(TrainerCallback):

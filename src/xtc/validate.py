@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from .errors import ConfigError
 from .models import SUPPORTED_MODEL_TYPES, check_model, check_tokenizer_fits, load_tokenizer  # noqa: F401
 
+
 def check_layers(layers: Optional[Sequence[int]], num_layers: int, what: str = "layers") -> None:
     """``layers`` (teacher layers the student copies, 0-based) must be distinct and in range."""
     if layers is None:

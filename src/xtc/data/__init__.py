@@ -13,7 +13,16 @@
 
 from ..errors import DataError
 from .batches import TokenizedDataset, make_collator
-from .glue import GLUE_TASKS, HUB_DATASET, compute_metrics, get_task, load_split, read_split, read_tsv, write_split
+from .glue import (
+           GLUE_TASKS,
+           HUB_DATASET,
+           compute_metrics,
+           get_task,
+           load_split,
+           read_split,
+           read_tsv,
+           write_split,
+)
 from .metrics import pad_concat
 from .own import load_custom_task, split_dev
 from .tasks import Example, TaskSpec

@@ -13,13 +13,13 @@ from .export import export, find_checkpoint
 from .format import FILE_NAME, FORMAT_VERSION, PackedFormatError
 from .kernels import kernel_info
 from .lean_blocks import use_lean_blocks
-from .modules import PackedEmbedding, PackedFFN, PackedLinear
 from .model import (
     is_packed,
     load_packed,
     packed_weight_bytes,
     save_packed,
 )
+from .modules import PackedEmbedding, PackedFFN, PackedLinear
 from .report import markdown_table, size_report
 
 __all__ = [

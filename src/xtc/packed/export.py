@@ -80,9 +80,8 @@ def export(run_or_checkpoint_dir: str | Path, out_dir: str | Path, fp_dtype: str
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ..surgery import load_quantized
-
     from ..models import check_model
+    from ..surgery import load_quantized
 
     root = Path(run_or_checkpoint_dir)
     checkpoint = find_checkpoint(root)

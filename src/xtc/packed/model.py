@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import quantizers as Q
 from ..config import PACKABLE_WEIGHT_BITS
 from ..errors import ConfigError, InputError
-from .. import quantizers as Q
 from ..modules import QuantEmbedding, QuantLinear
 from . import bitpack, kernels
 from . import format as fmt
