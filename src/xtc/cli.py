@@ -166,7 +166,8 @@ def command(*groups: tuple, defaults: Optional[TrainConfig] = None):
 
             shown = {opt: f"{getattr(defaults, f):g}" if isinstance(getattr(defaults, f), float)
                      else str(getattr(defaults, f)) for opt, f in TRAIN_OPTIONS.items()
-                     if getattr(defaults, f) is not None and opt not in ("group_by_length", "seed", "select_on")}
+                     if getattr(defaults, f) is not None
+                     and opt not in ("group_by_length", "seed", "select_on", "max_steps")}
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=OPTIONS[n].type,
                                    default=_typer_option(n, OPTIONS[n], shown.get(n))) for n in names]
 
