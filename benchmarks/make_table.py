@@ -103,7 +103,7 @@ def table(cells: dict) -> str:
         is_teacher = row == teacher_of(row)
         for end in (False, True):  # the goals are stated against the teacher, over the tasks run so far
             g = [] if is_teacher else gaps(cells, row, tasks, end)
-            out.append(f"{statistics.mean(g):+.1f} ({len(g)} tasks)" if g else "")
+            out.append(f"{statistics.mean(g):+.1f} ({len(g)} task{'s' if len(g) > 1 else ''})" if g else "")
         family = ROWS[base_row(row)].family if base_row(row) in ROWS else "minilm"
         out.append(f"{sizes[0] / 1e6:.2f}" if sizes else
                    (f"{FP32_BYTES[family] / 1e6:.1f} (FP32)" if is_teacher else "–"))
