@@ -87,7 +87,37 @@ def check_model(name_or_path: str, what: str = "model", supported_only: bool = T
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     if path.is_dir():
         _check_weight_files(path, what)
+        _check_shapes(path, config, what)
     return config
+
+
+def _check_shapes(path: Path, config, what: str) -> None:
+    """The weights in the safetensors headers have the shapes the config describes (a config edited or
+    damaged apart from its weights fails here, not after the run folder exists). Headers only: no
+    weight is read, and the architecture is built on the meta device."""
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        return
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    try:
+        with torch.device("meta"):
+            base = AutoModel.from_config(config)
+    except Exception:  # noqa: BLE001 - an architecture AutoModel cannot build is reported when loading
+        return
+    expected = {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    prefix = f"{getattr(base, 'base_model_prefix', '')}."
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                name = key[len(prefix):] if key.startswith(prefix) else key
+                shape = tuple(f.get_slice(key).get_shape())
+                if name in expected and expected[name] != shape:
+                    raise ModelLoadError(f"{what} {path}: weight {key} has shape {list(shape)} but config.json "
+                                         f"describes {list(expected[name])}: the config does not belong to these "
+                                         "weights (damaged or edited); save the model again")
 
 
 def load_tokenizer(name_or_path: str):
@@ -127,7 +157,7 @@ def load_model(name_or_path: str, task):
     hf_logging.set_verbosity_error()  # the "newly initialised classifier" report is expected here
     try:
         return load_quantized(name_or_path, model_class=task.model_class(), **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # transformers: RuntimeError on mismatched sizes
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(
             f"cannot load a transformers model from {name_or_path!r}: {first} "
