@@ -105,7 +105,11 @@ def _check_shapes(path: Path, config, what: str) -> None:
     try:
         with torch.device("meta"):
             base = AutoModel.from_config(config)
-    except Exception:  # noqa: BLE001 - an architecture AutoModel cannot build is reported when loading
+    except (ValueError, TypeError, KeyError) as e:  # the config's own checks (e.g. hidden size vs heads)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"{what} {path}: config.json does not describe a model that can be built ({first}); "
+                             "the file is damaged or edited: save the model again") from None
+    except Exception:  # noqa: BLE001 - anything else shows when the model is loaded for real
         return
     expected = {k: tuple(v.shape) for k, v in base.state_dict().items()}
     prefix = f"{getattr(base, 'base_model_prefix', '')}."

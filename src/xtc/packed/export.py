@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, ModelLoadError
 from .model import save_packed
 
 # Where the pipeline leaves the compressed student (RUN/quantized/model), then other usual places.
@@ -90,6 +90,9 @@ def export(run_or_checkpoint_dir: str | Path, out_dir: str | Path, fp_dtype: str
     hf_logging.set_verbosity_error()
     try:
         model = load_quantized(checkpoint).eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # files that passed the checks but do not load
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"cannot load the checkpoint {checkpoint}: {first}") from None
     finally:
         hf_logging.set_verbosity(previous)
     tokenizer = None
