@@ -329,9 +329,9 @@ def table(results: dict) -> str:
     1-thread CPU-time medians (robust on a busy machine) with their ratio to FP32."""
     lat = next(iter(results["models"].values()))["variants"]["fp32"]["latency"]
     keys = list(lat)
-    label = {k: "{} thr, batch {}".format(*k[1:].split("_b")) for k in keys}
+    label = {k: "{}t b{}".format(*k[1:].split("_b")) for k in keys}
     cpu_keys = [k for k in keys if lat[k].get("cpu_median_ms") is not None]
-    head = ["model", "variant", "file", "resident (RSS)", "weights (tensors)"]
+    head = ["model", "variant", "file", "resident"]
     # one thread: CPU time only (it equals the wall time on an idle core and ignores other processes)
     wall_keys = [k for k in keys if k not in cpu_keys]
     head += [f"{label[k]}: wall ms" for k in wall_keys] + [f"{label[k]}: CPU ms" for k in cpu_keys]
@@ -342,12 +342,12 @@ def table(results: dict) -> str:
             x = r["variants"].get(v)
             if x is None:
                 continue
-            row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB", f"{x['tensor_mb']:.1f} MB"]
+            row = [name, v, f"{r['file_bytes'][v] / 1e6:.2f} MB", f"{x['rss_model_mb']:.1f} MB"]
             if v == "ort_int8":
-                row[3:5] = ["", ""]
+                row[3] = ""
             for k, field in [(k, "median_ms") for k in wall_keys] + [(k, "cpu_median_ms") for k in cpu_keys]:
                 ms = x["latency"][k][field]
-                row.append(f"{ms:.1f} ({ms / fp['latency'][k][field]:.2f}x)")
+                row.append(f"{ms:.1f} ({ms / fp['latency'][k][field]:.2f})")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

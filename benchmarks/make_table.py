@@ -54,8 +54,7 @@ def cell(runs: list[dict]) -> str:
     (the other metrics are in the result files)."""
     values = [main_value(r) for r in runs]
     text = f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-    epochs = {r["epochs"] for r in runs}
-    note = f" ({'/'.join(f'{e:.2g}' for e in sorted(epochs))} ep)"
+    note = ""
     finals = [main_value(r, end=True) for r in runs if r.get("dev_final")]
     if len(finals) == len(runs):  # the last evaluation inside the budget, without checkpoint selection
         note += f" [end {statistics.mean(finals):.1f}]"
@@ -88,10 +87,11 @@ def gaps(cells: dict, row: str, tasks: list[str], end: bool = False) -> list[flo
 
 def table(cells: dict) -> str:
     tasks, rows = tasks_and_rows(cells)
-    head = ["row"] + [t for t in tasks] + ["avg", "vs teacher: best", "vs teacher: end", "packed MB"]
+    head = ["row", "epochs"] + [t for t in tasks] + ["avg", "vs teacher: best", "vs teacher: end", "packed MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        vals, out, sizes = [], [row], []
+        epochs = sorted({r["epochs"] for t in tasks for r in cells.get((t, row), [])})
+        vals, out, sizes = [], [row, "/".join(f"{e:.2g}" for e in epochs)], []
         for t in tasks:
             runs = cells.get((t, row), [])
             out.append(cell(runs) if runs else "–")
@@ -112,7 +112,7 @@ def table(cells: dict) -> str:
     single = sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1})
     single_seeds = f", other cells are seed {'/'.join(map(str, single))}" if single else ""
     metric_note = ", ".join(f"{t} {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}" for t in tasks)
-    return "\n".join(lines) + f"\n\nx100, dev: {metric_note}; (N ep) = epochs; cells are the best dev checkpoint " \
+    return "\n".join(lines) + f"\n\nx100, dev: {metric_note}; epochs of the row's units (SST-2's budget is a sixth); cells are the best dev checkpoint " \
         "(MRPC: on mean(F1, acc)), [end X] = the main metric at the end of the budget; a ± b n=N = mean and " \
         f"standard deviation over N seeds{single_seeds}; avg = mean main metric, best checkpoint; vs teacher = " \
         "mean gap to the row's teacher (as reported) over the tasks run, each run against its own seed's " \
@@ -265,7 +265,8 @@ def main():
             machine = results["machine"]
             head = (f"`{results['command']}`: {machine['cpu']}, {machine.get('isa') or 'ISA not recorded'}, "
                     f"{machine['cores_visible']} cores, load average {machine['load_average_at_start'][0]:.1f} at the "
-                    "start; ratios against FP32 in brackets.\n\n")
+                    "start; milliseconds, in brackets the ratio to FP32; `2t b1` = 2 threads, batch 1 (wall time), "
+                    "1 thread: CPU time.\n\n")
             _replace_between(README, f"{name.replace('_', '-')}-table", head + inference_table(results) + "\n")
     plot(cells)
     print(table(cells))
