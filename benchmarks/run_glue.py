@@ -26,6 +26,7 @@ pre-distilled model):
                         (needs --augmented-dir)
   6l_w1a8_xlong_row     6l_w1a8_long_row with 6x the budget instead of 3x: 18 epochs, the paper's
                         quantization budget on MNLI/QQP (SST-2: 3 epochs)
+  6l_w2a8_swa / 6l_w1a8_swa   3 epochs, weights averaged over the last third (--average-last)
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -79,6 +80,7 @@ class Row:
     length_grouped: bool = False
     latent_lr_scale: float | None = None
     augmented: bool = False
+    average_last: float = 0.0  # weight averaging over this last fraction of the steps (issue 33's screening)
 
     @property
     def teacher_row(self) -> str:
@@ -103,6 +105,9 @@ ROWS: dict[str, Row] = {
     "6l_w1a8_long_row": Row(bits=1, groups="row", **LONG),
     "6l_w1a8_long_row_aug": Row(bits=1, groups="row", augmented=True, **LONG),
     "6l_w1a8_xlong_row": Row(bits=1, groups="row", **XLONG),
+    # end-of-budget screening (issue 33): the weights averaged over the last third of the budget
+    "6l_w2a8_swa": Row(bits=2, average_last=1 / 3, length_grouped=True),
+    "6l_w1a8_swa": Row(bits=1, average_last=1 / 3, length_grouped=True),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
@@ -198,7 +203,8 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         print(f"[teacher] {task} seed {seed}: no model at {teacher_dir}, fine-tuning it", flush=True)
         finetune(model, task, teacher_dir.parent, glue, teacher_cfg, resume=True)
     # the warm-up keeps its length (one epoch at most) unless the row scales it; only the decay grows
-    cfg = replace(student_cfg, epochs=r.epochs * epochs, warmup_epochs=r.warmup * student_cfg.warmup_epochs)
+    cfg = replace(student_cfg, epochs=r.epochs * epochs, warmup_epochs=r.warmup * student_cfg.warmup_epochs,
+                  average_last=r.average_last)
     latent = r.latent_lr_scale if r.latent_lr_scale is not None else args.latent_lr_scale
     if latent is not None:
         cfg = replace(cfg, latent_lr_scale=latent)

@@ -140,3 +140,34 @@ def test_the_checkpoint_is_chosen_by_the_evaluation_select_on_names(tmp_path, se
         assert summary["best_step"] == best["step"]
         assert summary["dev"]["accuracy"] == pytest.approx(best["eval_dev_accuracy"])
         assert set(summary["select"]) == {"accuracy"}
+
+
+def test_weight_average_puts_the_mean_of_the_last_steps_in_place():
+    """average_last=0.5 over 4 steps: the weights after steps 3 and 4 are averaged, and the average is in
+    the model when step 4 ends (before its evaluation and checkpoint); frozen parameters are left alone."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from xtc.train import WeightAverage
+
+    model = nn.Linear(3, 2)
+    model.bias.requires_grad_(False)
+    average, seen = WeightAverage(0.5), []
+    for step in range(1, 5):
+        with torch.no_grad():
+            model.weight.fill_(float(step))  # what the optimizer left after this step
+            model.bias.fill_(float(step))
+        seen.append(model.weight.detach().clone())
+        average.on_step_end(None, SimpleNamespace(global_step=step, max_steps=4), None, model=model)
+    assert torch.allclose(model.weight, (seen[2] + seen[3]) / 2)  # steps 3 and 4: 3.5
+    assert torch.equal(model.bias, torch.full((2,), 4.0))
+
+
+def test_average_last_is_a_fraction():
+    from xtc.errors import ConfigError
+    from xtc.train import TrainConfig
+
+    assert TrainConfig(average_last=0.25).average_last == 0.25
+    with pytest.raises(ConfigError, match="average_last must be 0..1"):
+        TrainConfig(average_last=1.5)

@@ -84,6 +84,9 @@ OPTIONS: dict[str, Opt] = {
     "select_on": Opt(Optional[str], None, "which evaluation picks the kept checkpoint: dev (best dev score), "
                                           "train:FRACTION (a held-out part of the training set; dev only "
                                           "reported) or last (the end of the budget)", show_default="dev"),
+    "average_last": Opt(Optional[float], None, "average the weights over this last fraction of the steps "
+                                               "(stochastic weight averaging) for the end-of-budget model",
+                        show_default="0 = off"),
     # your own data instead of a GLUE task (xtc.data.own, xtc.data.token)
     "train_file": Opt(Optional[Path], None, "your own training data instead of --task: .csv / .tsv / .jsonl with "
                                             "named columns; for token classification a CoNLL-style file or .jsonl"),
@@ -107,7 +110,7 @@ OPTIONS: dict[str, Opt] = {
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
 QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
-            "group_by_length", "select_on")
+            "group_by_length", "select_on", "average_last")
 DATA = ("train_file", "dev_file", "dataset", "dataset_config", "task_type", "text_column", "text_pair_column",
         "label_column", "tokens_column", "tags_column", "labels", "dev_fraction")
 WRITING = ("resume", "overwrite")
@@ -167,7 +170,7 @@ def command(*groups: tuple, defaults: Optional[TrainConfig] = None):
             shown = {opt: f"{getattr(defaults, f):g}" if isinstance(getattr(defaults, f), float)
                      else str(getattr(defaults, f)) for opt, f in TRAIN_OPTIONS.items()
                      if getattr(defaults, f) is not None
-                     and opt not in ("group_by_length", "seed", "select_on", "max_steps")}
+                     and opt not in ("group_by_length", "seed", "select_on", "max_steps", "average_last")}
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=OPTIONS[n].type,
                                    default=_typer_option(n, OPTIONS[n], shown.get(n))) for n in names]
 

@@ -165,6 +165,11 @@ class TrainConfig:
     # practice), "train:F" (a held-out fraction F of the training set, drawn with the seed and not
     # trained on: dev is then only reported, never used to choose), or "last" (the end of the budget).
     select_on: str = "dev"
+    # Average the trainable weights (the latent weights of quantized layers included) uniformly over the
+    # last fraction of the steps (stochastic weight averaging) and put the average in place at the last
+    # step, before its evaluation and checkpoint: the end-of-budget model is then the average rather
+    # than the last iterate. 0 = off. After a resume the average starts again at the resume point.
+    average_last: float = 0.0
 
     def __post_init__(self):
         self.check()
@@ -195,6 +200,7 @@ class TrainConfig:
         _flag(owner, "pad_to_max_length", self.pad_to_max_length)
         _flag(owner, "group_by_length", self.group_by_length)
         _number(owner, "latent_lr_scale", self.latent_lr_scale, low=0, low_open=True)
+        _number(owner, "average_last", self.average_last, low=0, high=1)
         _number(owner, "seed", self.seed, integer=True, low=0)
         ok = self.select_on in ("dev", "last")
         if isinstance(self.select_on, str) and self.select_on.startswith("train:"):

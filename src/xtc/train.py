@@ -33,6 +33,29 @@ from .progress import StageProgress
 SELECT_SPLIT = "select"  # the held-out part of the training set that picks the checkpoint (select_on=train:F)
 
 
+class WeightAverage(TrainerCallback):
+    """Uniform average of the trainable parameters over the last ``fraction`` of the steps, written
+    into the model at the last step (``TrainConfig.average_last``)."""
+
+    def __init__(self, fraction: float):
+        self.fraction, self.sums, self.count = fraction, None, 0
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is None or state.global_step <= round(state.max_steps * (1 - self.fraction)):
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            if self.sums is None:
+                self.sums = [p.detach().float().clone() for p in params]
+            else:
+                for total, p in zip(self.sums, params):
+                    total.add_(p.detach().float())
+            self.count += 1
+            if state.global_step >= state.max_steps:  # before this step's evaluation and checkpoint
+                for total, p in zip(self.sums, params):
+                    p.copy_((total / self.count).to(p.dtype))
+
+
 class JsonLinesLog(TrainerCallback):
     """Appends every log record (losses, learning rate, dev metrics) to ``log.jsonl``."""
 
@@ -222,6 +245,8 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StageProgress(stage or output_dir.name))
+    if config.average_last > 0:
+        trainer.add_callback(WeightAverage(config.average_last))
     resume_from = None
     if resume:
         # the newest *complete* checkpoint (one cut short by a kill is deleted, on the main
