@@ -131,6 +131,8 @@ def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
         if key in data:
             if data[key] is None and key == "quant":
                 continue
+            if data[key] is not None and not isinstance(data[key], dict):
+                raise RecipeError(f"{where}: {key} must be a mapping of keys to values, got {data[key]!r}")
             base = dataclasses.asdict(getattr(defaults, key))
             data[key] = _build(cls, {**base, **(data[key] or {})}, f"{where}: {key}")
     return _build(Recipe, data, where)
