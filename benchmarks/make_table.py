@@ -23,7 +23,6 @@ ROOT_README = HERE.parent / "README.md"
 TASK_ORDER = ["mrpc", "stsb", "rte", "cola", "sst2"]
 # model.safetensors of the FP32 pre-trained models, for the size columns
 FP32_BYTES = {"minilm": 90_868_376, "mpnet": 437_971_872}
-FP32_MINILM_BYTES = FP32_BYTES["minilm"]
 ROW_ORDER = list(ROWS)
 
 

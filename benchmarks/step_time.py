@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 import xtc
 from xtc.data import TokenizedDataset, get_task, load_split, make_collator
 from xtc.distillation import Distiller
-from xtc.pipeline import _load_model
+from xtc.models import load_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,9 +49,9 @@ def main():
     batches = [collate([data[i] for i in order[k * args.batch_size:(k + 1) * args.batch_size]])
                for k in range(args.steps + 2)]
 
-    fp32 = _load_model(args.model, task).train()
-    teacher = _load_model(args.model, task)
-    student = _load_model(args.model, task)
+    fp32 = load_model(args.model, task).train()
+    teacher = load_model(args.model, task)
+    student = load_model(args.model, task)
     if args.layers:
         student = xtc.reduce_layers(student, [int(x) for x in args.layers.split(",")])
     xtc.quantize_(student, xtc.XTCConfig(weight_bits=args.weight_bits))

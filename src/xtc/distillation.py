@@ -31,6 +31,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 from .config import DistillConfig  # noqa: F401  (xtc.distill.DistillConfig)
+from .data.batches import TEACHER_PREFIX
 from .errors import ConfigError, UnsupportedModelError
 
 SCORE_CAPTURE_ATTENTION = "xtc_kd"
@@ -313,9 +314,9 @@ class Distiller(nn.Module):
     def forward(self, labels=None, **batch):
         # A teacher of another family brings its own tokenization (``teacher_*`` inputs): it and the
         # student see the same texts as different tokens, so only their predictions can be compared.
-        prefix = "teacher_"
-        teacher_batch = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
-        batch = {k: v for k, v in batch.items() if not k.startswith(prefix)}
+        n = len(TEACHER_PREFIX)
+        teacher_batch = {k[n:]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+        batch = {k: v for k, v in batch.items() if not k.startswith(TEACHER_PREFIX)}
         if teacher_batch and (self.config.att_weight or self.config.hid_weight):
             raise ConfigError("the teacher tokenizes differently from the student, so their attention scores and "
                               "hidden states do not pair up: distil with att_weight=0 and hid_weight=0")

@@ -33,27 +33,61 @@ def looks_like_a_path(name: str) -> bool:
             or ("/" in name and Path(first).is_dir()))
 
 
-def _check_weight_files(path: Path, what: str) -> None:
-    """Every safetensors file of the folder opens (a truncated or damaged file fails here, at once,
-    rather than when the stage that loads it runs)."""
-    from safetensors import safe_open
-
-    files = []
+def _weight_files(path: Path, what: str) -> list[Path]:
+    """The safetensors files of a model folder (from its index when sharded)."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
-            files = sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
+            return sorted({path / f for f in json.loads(index.read_text())["weight_map"].values()})
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ModelLoadError(f"{what} {index} is not a valid safetensors index ({e})") from None
-    elif (path / "model.safetensors").is_file():
-        files = [path / "model.safetensors"]
-    for file in files:
+    return [path / "model.safetensors"] if (path / "model.safetensors").is_file() else []
+
+
+def _meta_shapes(path: Path, config, what: str) -> tuple[dict, str] | None:
+    """``({name: shape}, prefix)`` of the base model the config describes, built on the meta device
+    (nothing allocated); None if AutoModel cannot build this architecture (loading will say why)."""
+    import torch
+    from transformers import AutoModel
+
+    try:
+        with torch.device("meta"):
+            base = AutoModel.from_config(config)
+    except (ValueError, TypeError, KeyError) as e:  # the config's own checks (e.g. hidden size vs heads)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"{what} {path}: config.json does not describe a model that can be built ({first}); "
+                             "the file is damaged or edited: save the model again") from None
+    except Exception:  # noqa: BLE001 - anything else shows when the model is loaded for real
+        return None
+    return {k: tuple(v.shape) for k, v in base.state_dict().items()}, f"{getattr(base, 'base_model_prefix', '')}."
+
+
+def _check_weights(path: Path, config, what: str) -> None:
+    """Every safetensors file of the folder opens (a truncated or damaged file fails here, at once),
+    and its tensors have the shapes the config describes (a config edited or damaged apart from its
+    weights fails here, not after the run folder exists). Headers only: no weight is read."""
+    from safetensors import safe_open
+
+    shapes, built = None, False
+    for file in _weight_files(path, what):
         try:
-            with safe_open(str(file), framework="pt"):
-                pass
+            handle = safe_open(str(file), framework="pt")
         except Exception as e:  # noqa: BLE001  (safetensors raises its own error type, or OSError)
             raise ModelLoadError(f"{what} weights {file} cannot be read ({str(e).splitlines()[0]}); the file is "
                                  "damaged or was cut short: save or copy the model again") from None
+        with handle as f:
+            if not built:  # after the first file opens: a damaged file is named before the config
+                shapes, built = _meta_shapes(path, config, what), True
+            if shapes is None:
+                continue
+            expected, prefix = shapes
+            for key in f.keys():
+                name = key[len(prefix):] if key.startswith(prefix) else key
+                shape = tuple(f.get_slice(key).get_shape())
+                if name in expected and expected[name] != shape:
+                    raise ModelLoadError(f"{what} {path}: weight {key} has shape {list(shape)} but config.json "
+                                         f"describes {list(expected[name])}: the config does not belong to these "
+                                         "weights (damaged or edited); save the model again")
 
 
 def check_model(name_or_path: str, what: str = "model", supported_only: bool = True):
@@ -86,42 +120,8 @@ def check_model(name_or_path: str, what: str = "model", supported_only: bool = T
             f"{what} {name} is a {model_type!r} model ({arch}), which xtc cannot compress; "
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
     if path.is_dir():
-        _check_weight_files(path, what)
-        _check_shapes(path, config, what)
+        _check_weights(path, config, what)
     return config
-
-
-def _check_shapes(path: Path, config, what: str) -> None:
-    """The weights in the safetensors headers have the shapes the config describes (a config edited or
-    damaged apart from its weights fails here, not after the run folder exists). Headers only: no
-    weight is read, and the architecture is built on the meta device."""
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        return
-    import torch
-    from safetensors import safe_open
-    from transformers import AutoModel
-
-    try:
-        with torch.device("meta"):
-            base = AutoModel.from_config(config)
-    except (ValueError, TypeError, KeyError) as e:  # the config's own checks (e.g. hidden size vs heads)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelLoadError(f"{what} {path}: config.json does not describe a model that can be built ({first}); "
-                             "the file is damaged or edited: save the model again") from None
-    except Exception:  # noqa: BLE001 - anything else shows when the model is loaded for real
-        return
-    expected = {k: tuple(v.shape) for k, v in base.state_dict().items()}
-    prefix = f"{getattr(base, 'base_model_prefix', '')}."
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                name = key[len(prefix):] if key.startswith(prefix) else key
-                shape = tuple(f.get_slice(key).get_shape())
-                if name in expected and expected[name] != shape:
-                    raise ModelLoadError(f"{what} {path}: weight {key} has shape {list(shape)} but config.json "
-                                         f"describes {list(expected[name])}: the config does not belong to these "
-                                         "weights (damaged or edited); save the model again")
 
 
 def load_tokenizer(name_or_path: str):

@@ -39,9 +39,6 @@ from .recipe import Recipe
 from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
 from .train import SELECT_SPLIT, TrainConfig, train_stage
 
-# kept for callers of the earlier private names (benchmarks/step_time.py)
-_load_model, _load_tokenizer = load_model, load_tokenizer
-
 
 def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: int,
               train_file: Optional[str] = None, with_train: bool = True, examples=None,
@@ -144,18 +141,18 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
     task, examples = _with_data(task, data)
     output_dir = Path(output_dir)
     quiet_library_bars()
-    from .validate import check_model, check_stage_inputs
+    from .validate import check_stage_inputs
 
-    check_stage_inputs(teacher, "teacher", task, glue_dir, train_file, data, layers=layers, quant=quant)
-    if student is not None:
-        check_model(student, "student")
+    check_stage_inputs(teacher, "teacher", task, glue_dir, train_file, data, layers=layers, quant=quant,
+                       student=student)
     check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
     torch.manual_seed(config.seed)
     tokenizer = teacher_tokenizer = load_tokenizer(teacher)
-    if student is not None and not same_tokenizer(load_tokenizer(student), tokenizer):
+    student_tokenizer = load_tokenizer(student) if student is not None else None
+    if student_tokenizer is not None and not same_tokenizer(student_tokenizer, tokenizer):
         # a student of another family (MiniLM under an MPNet teacher): each reads its own tokens, and
         # only the predictions pair up, so the attention and hidden-state terms are switched off
-        tokenizer = load_tokenizer(student)
+        tokenizer = student_tokenizer
         distill_config = dataclasses.replace(distill_config, att_weight=0.0, hid_weight=0.0)
         logging.getLogger("xtc").warning("the student %s tokenizes differently from the teacher %s: distilling "
                                          "the predictions only (att_weight=0, hid_weight=0)", student, teacher)

@@ -75,8 +75,8 @@ def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
     A model quantized before is left as it is when ``config`` is the same, and refused otherwise:
     its linears are already quantization-aware, and applying a second config would leave them under
     the first while the model's config claimed the second."""
-    previous = getattr(getattr(model, "config", None), "xtc", None) if is_quantized(model) else None
     if is_quantized(model):
+        previous = getattr(getattr(model, "config", None), "xtc", None)
         if previous is not None and XTCConfig.from_dict(previous).canonical() == config.canonical():
             return model
         raise ConfigError(f"the model is already quantized ({previous or 'by xtc'}); quantize a fresh copy of the "

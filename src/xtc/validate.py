@@ -64,27 +64,24 @@ def check_data(task, glue_dir: Optional[str], train_file: Optional[str] = None, 
 def check_compress_inputs(recipe, task, data=None) -> None:
     """Everything ``compress`` needs, checked before the run folder is touched (the configs of the
     recipe checked their own values when they were made)."""
-    source = recipe.teacher or recipe.model
-    what = "teacher" if recipe.teacher else "model"
-    config = check_model(source, what, supported_only=bool(recipe.layers or recipe.quant))
-    check_layers(recipe.layers, int(getattr(config, "num_hidden_layers")))
-    check_groups(recipe.quant, config)
-    check_tokenizer_fits(load_tokenizer(source), config, f"{what} {source}")
-    if recipe.student:
-        student = check_model(recipe.student, "student")
-        check_tokenizer_fits(load_tokenizer(recipe.student), student, f"student {recipe.student}")
-    if data is None:  # pre-loaded data (your own files) was read and checked by its loader
-        check_data(task, recipe.glue_dir, recipe.train_file)
+    check_stage_inputs(recipe.teacher or recipe.model, "teacher" if recipe.teacher else "model", task,
+                       recipe.glue_dir, recipe.train_file, data, layers=recipe.layers, quant=recipe.quant,
+                       supported_only=bool(recipe.layers or recipe.quant), student=recipe.student)
 
 
 def check_stage_inputs(model: str, what: str, task, glue_dir, train_file=None, data=None, layers=None,
-                       quant=None, supported_only: bool = True):
-    """What a single stage (finetune / distill) reads, checked before its folder is touched; returns
-    the model's config."""
+                       quant=None, supported_only: bool = True, student: Optional[str] = None):
+    """What a stage (finetune / distill, or all of compress) reads, checked before its folder is
+    touched: the model, the student model if one is given, layers and groups against the model's
+    shapes, each tokenizer against its model's vocabulary, and the data unless it was pre-loaded
+    (your own files are read and checked by their loader). Returns the model's config."""
     config = check_model(model, what, supported_only=supported_only)
     check_layers(layers, int(getattr(config, "num_hidden_layers")))
     check_groups(quant, config)
     check_tokenizer_fits(load_tokenizer(model), config, f"{what} {model}")
+    if student is not None:
+        student_config = check_model(student, "student")
+        check_tokenizer_fits(load_tokenizer(student), student_config, f"student {student}")
     if data is None:
         check_data(task, glue_dir, train_file)
     return config
