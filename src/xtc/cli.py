@@ -21,7 +21,7 @@ import typer
 
 from .config import PACKABLE_WEIGHT_BITS, TrainConfig
 from .errors import ConfigError, XTCError
-from .recipe import Recipe
+from .recipe import HUB, Recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Extreme compression (1-2 bit weights) of pre-trained transformers, XTC-style.")
@@ -218,10 +218,12 @@ def _own_data(options: dict, need_task: bool = True):
 def _exportable(quant) -> None:
     """Refuse up front what ``xtc export`` could not write after hours of training."""
     if quant is not None and not quant.packable:
+        from .quantizers import packable_schemes
+
         raise ConfigError(f"{quant.weight_bits}-bit weights of the {quant.scheme!r} scheme cannot be exported to the "
                           f"packed format, which holds {' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit weights "
-                          "(schemes binary, ternary, absmean, lsq); use --weight-bits 1 or 2, or xtc.quantize_ from "
-                          "Python for other widths")
+                          f"(schemes {', '.join(packable_schemes())}); use --weight-bits 1 or 2, or xtc.quantize_ "
+                          "from Python for other widths")
 
 
 @command(WHAT, QUANT, ("fp32",), TRAINING, ("teacher_epochs",), WRITING, DATA)
@@ -375,7 +377,7 @@ def predict(
 
 
 def _str(value) -> Optional[str]:
-    return str(value) if value is not None and str(value) != "hub" else None
+    return str(value) if value is not None and str(value) != HUB else None
 
 
 def main():

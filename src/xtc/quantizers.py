@@ -180,6 +180,11 @@ def scheme_codes(name: str) -> Optional[WeightCodes]:
     return _CODES.get(name)
 
 
+def packable_schemes() -> list[str]:
+    """The registered schemes that export to the packed format (those that registered their codes)."""
+    return sorted(_CODES)
+
+
 def check_scheme_bits(scheme: str, bits: int) -> None:
     """Quantize a tiny tensor, so that a scheme refusing ``bits`` (absmean is 2-bit only) says so now."""
     fn, init = get_weight_quantizer(scheme), weight_quantizer_state_init(scheme)

@@ -44,9 +44,8 @@ def _codes(module: nn.Module, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     scheme, bits, w = module.weight_scheme, module.weight_bits, module.weight.detach().float()
     to_codes = Q.scheme_codes(scheme)
     if to_codes is None or bits not in PACKABLE_WEIGHT_BITS:
-        packable = ", ".join(n for n in Q.available_weight_quantizers() if Q.scheme_codes(n))
         raise ConfigError(f"the packed format holds 1-bit and 2-bit weights of the schemes that register their "
-                          f"codes ({packable}); this model uses {scheme!r} with {bits} bits")
+                          f"codes ({', '.join(Q.packable_schemes())}); this model uses {scheme!r} with {bits} bits")
     codes, scales = to_codes(w, bits, groups, getattr(module, "step_size", None))
     return codes, scales.float()
 
