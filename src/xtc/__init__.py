@@ -6,6 +6,7 @@ The public API, by what a user does:
     in Python    quantize_(model, config), reduce_layers(model, keep), Distiller, layer_map
     stages       finetune, distill, evaluate, compress           (read and write run folders)
     the file     export, save_packed, load_packed, size_report    (the packed 1-2 bit format)
+    embeddings   encode(model, tokenizer, sentences)              (pooled as the compressed embedder records)
     errors       XTCError (every mistake a user can make; the message says what to fix)
 
 Names are imported on first use, so ``import xtc`` (and ``xtc --help``) does not load torch.
@@ -27,12 +28,14 @@ _EXPORTS = {
                    "register_weight_quantizer"),
     "pipeline": ("finetune", "distill", "evaluate", "compress"),
     "packed": ("export", "save_packed", "load_packed", "size_report"),
+    "embedding": ("encode",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 
 
-_SUBMODULES = ("augment", "checkpoints", "cli", "config", "data", "distillation", "errors", "io", "modules",
+_SUBMODULES = ("augment", "checkpoints", "cli", "config", "data", "distillation", "embedding", "errors", "io",
+               "modules",
                "packed", "pipeline", "quantizers", "recipe", "surgery", "train", "validate")
 
 

@@ -42,8 +42,9 @@ _RECIPE, _FINETUNE, _QAT = Recipe(), Recipe().finetune, Recipe().qat
 OPTIONS: dict[str, Opt] = {
     # what to compress
     "model": Opt(Optional[str], None, "pre-trained model: a local folder or a hub name", show_default=_RECIPE.model),
-    "task": Opt(Optional[str], None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (or your own "
-                                     "data: --train-file / --dataset)"),
+    "task": Opt(Optional[str], None, "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; embedding (a "
+                                     "sentence embedder, taught on unlabeled sentences: --train-file, one per "
+                                     "line); or your own data: --train-file / --dataset"),
     "glue_dir": Opt(Optional[Path], None, "folder in the GLUE TSV layout (MRPC/, CoLA/, ...), or hub",
                     show_default="the hub's glue dataset"),
     "teacher": Opt(Optional[str], None, "an already fine-tuned teacher folder (skips fine-tuning)"),
@@ -190,6 +191,12 @@ def command(*groups: tuple, defaults: Optional[TrainConfig] = None):
 def _own_data(options: dict, need_task: bool = True):
     """``(task, data)``: pre-loaded data when --train-file / --dataset is given (task None), else ``(task, None)``."""
     task, train_file, dev_file, dataset = (options.get(k) for k in ("task", "train_file", "dev_file", "dataset"))
+    if task == "embedding":
+        if dataset is not None or dev_file is not None:
+            raise ConfigError("--task embedding reads sentences from --train-file (one per line; default: the GLUE "
+                              "training sentences) and is scored on STS-B and MRPC dev: --dataset and --dev-file "
+                              "do not apply")
+        return task, None
     if train_file is None and dataset is None:
         if task is None and need_task:
             raise ConfigError("pass --task (a GLUE task), or your own data with --train-file or --dataset")
@@ -215,6 +222,14 @@ def _own_data(options: dict, need_task: bool = True):
                                   label_column=options["label_column"], task_type=options["task_type"], **common)
 
 
+def _embedding_data(model: str, options: dict):
+    """``data`` of the embedding task for the stage commands (compress builds its own from the recipe)."""
+    from .data.embedding import load_embedding_task
+
+    return load_embedding_task(model, _str(options.get("train_file") or options.get("augment")),
+                               _str(options.get("glue_dir")))
+
+
 def _exportable(quant) -> None:
     """Refuse up front what ``xtc export`` could not write after hours of training."""
     if quant is not None and not quant.packable:
@@ -235,6 +250,8 @@ def compress(recipe: Optional[Path] = typer.Option(None, help="YAML recipe (see 
     task, data = _own_data(options, need_task=False)
     if data is not None:
         options = {**options, "task": data[0].name}  # recorded in config.yaml and results.json
+    if task == "embedding" and options.get("train_file") is not None:  # the sentences: the recipe's train_file
+        options = {**options, "augment": options["train_file"]}
     r = apply_options(load_recipe(recipe) if recipe else Recipe(), options)
     _exportable(r.quant)
     from .pipeline import compress as run_compress
@@ -277,6 +294,9 @@ def distill(output: Path = typer.Option(..., help="stage folder (the model goes 
     if not options.get("teacher"):
         raise ConfigError("pass --teacher: the fine-tuned teacher folder")
     task, data = _own_data(options)
+    if task == "embedding":
+        task, data = None, _embedding_data(options["teacher"], options)
+        options = {**options, "augment": None}
     quant = quant_config(None, options) if options.get("weight_bits") or options.get("weight_scheme") else None
     _exportable(quant)
     cfg = train_config(_QAT, options, latent_lr_scale=options.get("latent_lr_scale"))
@@ -297,6 +317,8 @@ def evaluate(model_dir: str = typer.Argument(..., help="a checkpoint folder (e.g
     from .pipeline import evaluate as run
 
     task, data = _own_data(options)
+    if task == "embedding":
+        task, data = None, _embedding_data(model_dir, options)
     typer.echo(json.dumps(run(model_dir, task, _str(options.get("glue_dir")), data=data), indent=1))
 
 
@@ -374,6 +396,31 @@ def predict(
     if str(input) != "-" and not Path(input).is_file():
         raise ConfigError(f"--input {input}: no such file (give a text file, or - for stdin)")
     predict_cmd(model_dir, input=input, output=output, batch_size=batch_size, max_length=max_length)
+
+
+@command(("overwrite",))
+def embed(
+    model_dir: Path = typer.Argument(..., help="a packed sentence embedder (from `xtc compress --task embedding` "
+                                               "and `xtc export`)"),
+    input: Path = typer.Option(Path("-"), "--input", "-i", help="sentences, one per line; - = stdin"),
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="vectors: a .npy file (float32, one row per "
+                                                                  "sentence), else JSON lines; - = stdout"),
+    batch_size: int = typer.Option(32, help="sentences per batch"),
+    max_length: int = typer.Option(128, help="maximum tokens per sentence, longer ones are cut"),
+    options: dict = None,
+):
+    """Sentence embeddings from a packed model: pooled and normalised as the teacher did."""
+    from .io import check_output
+    from .packed.cli import embed_cmd
+
+    if str(output) != "-":
+        check_output(output, overwrite=options["overwrite"])
+    if str(input) != "-" and not Path(input).is_file():
+        raise ConfigError(f"--input {input}: no such file (give a text file, or - for stdin)")
+    if batch_size < 1 or max_length < 2:
+        raise ConfigError(f"--batch-size must be at least 1 and --max-length at least 2, got {batch_size} and "
+                          f"{max_length}")
+    embed_cmd(model_dir, input=input, output=output, batch_size=batch_size, max_length=max_length)
 
 
 def _str(value) -> Optional[str]:

@@ -223,6 +223,7 @@ class DistillConfig:
     label_weight: float = 0.0  # training on labels (cross-entropy / MSE): off by default
     temperature: float = 1.0
     averaging: str = "tokens"  # or "reference"
+    embedding_loss: str = "cosine"  # embedding task: 1 - cosine of the pooled embeddings, or "mse"
 
     def __post_init__(self):
         owner = "distillation"
@@ -231,3 +232,5 @@ class DistillConfig:
         _number(owner, "temperature", self.temperature, low=0, low_open=True)
         if self.averaging not in ("tokens", "reference"):
             raise ConfigError(f"averaging must be 'tokens' or 'reference', got {self.averaging!r}")
+        if self.embedding_loss not in ("cosine", "mse"):
+            raise ConfigError(f"embedding_loss must be 'cosine' or 'mse', got {self.embedding_loss!r}")

@@ -8,6 +8,8 @@
   *before softmax* (masked positions count as 0 in both); summed over layers.
 * L_hid: MSE between hidden states: embedding outputs, and student layer i vs teacher layer t_i;
   summed over the embedding and every layer.
+* A sentence embedder (the embedding task) has no logits: its L_pred compares the pooled,
+  normalised sentence embeddings instead, 1 - cosine by default (:func:`embedding_loss`).
 
 transformers returns attention *probabilities*, so the scores are captured with an attention
 function registered in transformers' attention interface (``xtc_kd``): it computes the same
@@ -267,13 +269,30 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return loss(logits[known], labels[known])
 
 
+def embedding_loss(student_embeddings: torch.Tensor, teacher_embeddings: torch.Tensor,
+                   kind: str = "cosine") -> torch.Tensor:
+    """``[B, H]`` sentence embeddings: mean of 1 - cosine similarity, or MSE ("mse")."""
+    s, t = student_embeddings.float(), teacher_embeddings.float()
+    if kind == "mse":
+        return F.mse_loss(s, t)
+    return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+
+
 def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, attention_mask,
                       layer_map: Sequence[int], config: DistillConfig = DistillConfig(),
-                      labels: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The total loss and its parts (as floats, for logging)."""
+                      labels: Optional[torch.Tensor] = None, pooling=None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The total loss and its parts (as floats, for logging). ``pooling``: the models are sentence
+    embedders (:class:`xtc.embedding.Pooling`); the prediction term compares their embeddings."""
     parts = {}
-    total = student_out.logits.new_zeros(())
-    if config.pred_weight:
+    total = student_out.last_hidden_state.new_zeros(()) if pooling else student_out.logits.new_zeros(())
+    if config.pred_weight and pooling is not None:
+        from .embedding import pool
+
+        mask = attention_mask if attention_mask is not None else torch.ones(student_out.last_hidden_state.shape[:2])
+        parts["pred"] = embedding_loss(pool(student_out.last_hidden_state, mask, pooling),
+                                       pool(teacher_out.last_hidden_state, mask, pooling), config.embedding_loss)
+        total = total + config.pred_weight * parts["pred"]
+    elif config.pred_weight:
         parts["pred"] = prediction_loss(student_out.logits, teacher_out.logits, config.temperature,
                                         config.averaging, mask=attention_mask)
         total = total + config.pred_weight * parts["pred"]
@@ -300,6 +319,15 @@ class Distiller(nn.Module):
     def __init__(self, teacher: nn.Module, student: nn.Module, layer_map: Sequence[int],
                  config: DistillConfig = DistillConfig()):
         super().__init__()
+        # a sentence embedder (the embedding task) records its pooling in its config: the prediction
+        # term then compares pooled embeddings
+        stored = getattr(unwrap_model(student).config, "xtc_pooling", None)
+        if stored:
+            from .embedding import Pooling
+
+            self.pooling = Pooling.from_dict(dict(stored))
+        else:
+            self.pooling = None
         self.teacher, self.student = teacher.eval(), student
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -330,5 +358,5 @@ class Distiller(nn.Module):
                                f"layers, expected {self._n_teacher} / {len(self.layer_map)}: this model's "
                                "attention is not captured correctly; distil with att_weight=0")
         loss, parts = distillation_loss(s_out, t_out, s_scores, t_scores, mask, self.layer_map,
-                                        self.config, labels)
+                                        self.config, labels, pooling=self.pooling)
         return loss, s_out, parts

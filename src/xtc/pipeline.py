@@ -30,10 +30,11 @@ import torch
 
 from . import __version__
 from .data import TaskSpec, get_task, load_split, make_collator, pad_concat, read_tsv
+from .data.embedding import EMBEDDING
 from .distillation import DistillConfig
 from .errors import ConfigError, ModelLoadError, RunFolderError  # noqa: F401  (re-exported: raised here, defined there)
 from .io import check_run_folder, prepare_run_folder, write_json_atomic, write_text_atomic
-from .models import load_model, load_tokenizer
+from .models import check_model, load_model, load_tokenizer
 from .progress import quiet_library_bars
 from .recipe import Recipe
 from .surgery import XTCConfig, is_quantized, layer_map, quantize_, reduce_layers
@@ -60,6 +61,10 @@ def load_data(task: TaskSpec, tokenizer, glue_dir: Optional[str], max_length: in
         dev_examples = {split: load_split(task, split, glue_dir) for split in task.dev_splits}
     if with_train and select_fraction:
         from .data import split_dev
+
+        if not task.can_hold_out:
+            raise ConfigError(f"select_on train:FRACTION needs labelled training data; the {task.name} task has none: "
+                              "choose the checkpoint with select_on dev or last")
 
         train_examples, held_out = split_dev(train_examples, select_fraction, seed, where="the training set")
         dev_examples = {SELECT_SPLIT: held_out, **dev_examples}
@@ -197,6 +202,9 @@ def evaluate(model_dir: str, task: str | TaskSpec | None, glue_dir: Optional[str
     tokenizer = load_tokenizer(model_dir)
     net = load_model(model_dir, task).eval()
     _, dev = load_data(task, tokenizer, glue_dir, max_length, with_train=False, examples=examples)
+    evaluator = task.evaluator(tokenizer)
+    if evaluator is not None:  # scored without logits (sentence embeddings)
+        return {split: evaluator(net, dataset) for split, dataset in dev.items()}
     collate = make_collator(tokenizer)
     results = {}
     for split, dataset in dev.items():
@@ -232,6 +240,14 @@ def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overw
     ``data``: ``(task, train_examples, {split: dev_examples})`` of your own data; the recipe's task,
     glue_dir and train_file are then not used."""
     output_dir = Path(output_dir)
+    if data is None and recipe.task == EMBEDDING:  # the embedder's own pooling; sentences, not labels
+        from .data.embedding import load_embedding_task
+
+        check_model(recipe.teacher or recipe.model, "teacher" if recipe.teacher else "model")
+        data = load_embedding_task(recipe.teacher or recipe.model, recipe.train_file, recipe.glue_dir)
+        stages_recipe = dataclasses.replace(recipe, train_file=None)  # its sentences are in data now
+    else:
+        stages_recipe = recipe
     task = data[0] if data is not None else get_task(recipe.task)
     from .validate import check_compress_inputs
 
@@ -245,7 +261,7 @@ def compress(recipe: Recipe, output_dir: str | Path, resume: bool = False, overw
         new = prepare_run_folder(output_dir, resume, overwrite, done_marker="results.json")
         write_text_atomic(output_dir / "config.yaml", recipe.to_yaml())
     with _removed_if_failed_early(output_dir, new):
-        return _compress_stages(recipe, output_dir, task, resume, data, main)
+        return _compress_stages(stages_recipe, output_dir, task, resume, data, main)
 
 
 def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data, main: bool) -> dict:
@@ -260,8 +276,8 @@ def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data,
 
     common = dict(task=task, glue_dir=recipe.glue_dir, train_file=recipe.train_file, data=data)
     with_seed = lambda cfg: TrainConfig(**{**cfg.__dict__, "seed": recipe.seed})  # noqa: E731
-    if recipe.teacher:
-        teacher_dir = recipe.teacher
+    if recipe.teacher or not task.fine_tunes_teacher:  # given, or the pre-trained model is the teacher
+        teacher_dir = recipe.teacher or recipe.model
         stages["teacher"] = {"dev": evaluate(teacher_dir, task, recipe.glue_dir, data=data)[task.dev_splits[0]],
                              "given": teacher_dir}
     else:

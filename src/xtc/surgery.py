@@ -155,6 +155,24 @@ def layer_map(model: nn.Module, teacher: Optional[nn.Module] = None) -> list[int
     return [(i + 1) * n_teacher // n_student - 1 for i in range(n_student)]
 
 
+def saved_model_class(config):
+    """The class a checkpoint was saved from: a sentence embedder (its config records a pooling), the
+    transformers class its config names (``architectures``: a token classifier stays one), else a
+    sequence classifier."""
+    import transformers
+
+    from .embedding import CONFIG_KEY, Pooling, SentenceEncoder
+
+    stored = getattr(config, CONFIG_KEY, None)
+    if stored:
+        return SentenceEncoder(Pooling.from_dict(dict(stored)))
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names and str(names[0]).isidentifier() else None
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+        return cls
+    return transformers.AutoModelForSequenceClassification
+
+
 def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
     """Load a checkpoint written by xtc (latent weights + ``config.xtc``) and re-apply quantize_.
 
@@ -165,9 +183,9 @@ def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
 
     from .quantizers import weight_quantizer_state_init
 
-    if model_class is None:
-        from transformers import AutoModelForSequenceClassification as model_class
     config = AutoConfig.from_pretrained(path, **kwargs)
+    if model_class is None:
+        model_class = saved_model_class(config)
     stored = getattr(config, "xtc", None)
     quant = XTCConfig.from_dict(stored) if stored else None
     if quant is None or weight_quantizer_state_init(quant.scheme) is None:

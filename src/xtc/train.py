@@ -93,9 +93,10 @@ class XTCTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher=None, layer_map: Sequence[int] = (), distill_config=None,
-                 latent_lr_scale: float = 1.0, **kwargs):
+                 latent_lr_scale: float = 1.0, evaluator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.latent_lr_scale = latent_lr_scale
+        self.evaluator = evaluator  # a task scored without logits (embeddings): fn(model, dev_set) -> metrics
         self.distiller = None
         if teacher is not None:
             teacher.to(self.args.device)
@@ -142,7 +143,7 @@ class XTCTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, *args, **kwargs):
-        metrics = super().evaluate(*args, **kwargs)
+        metrics = super().evaluate(*args, **kwargs) if self.evaluator is None else self._evaluate_with_task()
         # weights blown up by a step whose own loss was still finite show here first; raising before
         # the checkpoint of this step is saved keeps the previous (good) one as the last
         bad = {k: v for k, v in metrics.items()
@@ -153,6 +154,17 @@ class XTCTrainer(Trainer):
                 f"dev loss ({name}) became {value} at step {self.state.global_step}; stopped, the last good "
                 f"checkpoint is kept in {self.args.output_dir} (try a lower learning rate)"
             )
+        return metrics
+
+    def _evaluate_with_task(self) -> dict[str, float]:
+        """The task's own evaluation, logged and handed to the callbacks as Trainer.evaluate does."""
+        start = time.time()
+        scores = self.evaluator(self.model, self.eval_dataset)
+        metrics = {f"eval_{k}": v for k, v in scores.items()}
+        metrics["eval_runtime"] = round(time.time() - start, 4)
+        metrics["epoch"] = self.state.epoch
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def log(self, logs, *args, **kwargs):
@@ -170,6 +182,12 @@ SELECTION_KEY = "selection"  # the logged dev value that picks the best checkpoi
 def _with_selection(task: TaskSpec, metrics: dict[str, float]) -> dict[str, float]:
     """``metrics`` plus the mean of the task's selection metrics (logged as ``eval_selection``)."""
     return {**metrics, SELECTION_KEY: sum(metrics[m] for m in task.selection_metrics) / len(task.selection_metrics)}
+
+
+def _task_evaluator(task: TaskSpec, tokenizer):
+    """The task's own evaluation (with the selection value added), or None for logits + compute."""
+    evaluate = task.evaluator(tokenizer)
+    return None if evaluate is None else (lambda model, dev: _with_selection(task, evaluate(model, dev)))
 
 
 def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
@@ -237,6 +255,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
                                     teacher_tokenizer=teacher_tokenizer),
         processing_class=tokenizer,
         compute_metrics=lambda p: _with_selection(task, compute_metrics(task, p.predictions, p.label_ids)),
+        evaluator=_task_evaluator(task, tokenizer),
         callbacks=[JsonLinesLog(log_path), timer],
         teacher=teacher,
         layer_map=layer_map,

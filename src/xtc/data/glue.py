@@ -59,6 +59,10 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
         return name
     key = str(name).lower().replace("-", "").replace("_", "")
     key = _ALIASES.get(key, key)
+    if key == "embedding":
+        raise DataError("the embedding task is made from its model (its pooling) and its sentences: pass "
+                        "data=xtc.data.embedding.load_embedding_task(model, sentences_file) to the stages; compress "
+                        "builds it from the recipe")
     if key not in GLUE_TASKS:
         raise DataError(f"unknown task {name!r}; known tasks: {', '.join(GLUE_TASKS)}")
     return GLUE_TASKS[key]

@@ -8,7 +8,7 @@ kind a task is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class TaskSpec:
     # accuracy together: on F1 alone a model that answers "paraphrase" to everything (F1 81 on MRPC) can
     # win over one that learnt something.
     best_by: tuple[str, ...] = ()
+    fine_tunes_teacher: ClassVar[bool] = True  # compress fine-tunes the model on the task to make the teacher
+    can_hold_out: ClassVar[bool] = True  # part of the training set can choose the checkpoint (labelled data)
 
     @property
     def selection_metrics(self) -> tuple[str, ...]:
@@ -54,6 +56,11 @@ class TaskSpec:
         from .metrics import sequence_metrics
 
         return sequence_metrics(self, predictions, labels)
+
+    def evaluator(self, tokenizer):
+        """None: the model's logits on the dev set are scored with :meth:`compute`. A task scored
+        another way (sentence embeddings) returns ``fn(model, dev_set) -> metrics``."""
+        return None
 
 
 @dataclass

@@ -7,6 +7,7 @@
   from the packed bits with 8-bit per-token activations (C++ kernels, :mod:`.kernels`); BERT-layout
   blocks run a lean forward with the same arithmetic (:mod:`.lean_blocks`).
 * :func:`size_report`: bytes per class of tensors and the compression ratios.
+* :func:`sentence_transformer`: a packed sentence embedder as a sentence-transformers model.
 """
 
 from .export import export, find_checkpoint
@@ -21,6 +22,7 @@ from .model import (
 )
 from .modules import PackedEmbedding, PackedFFN, PackedLinear
 from .report import markdown_table, size_report
+from .st_adapter import sentence_transformer
 
 __all__ = [
     "FILE_NAME",
@@ -37,6 +39,7 @@ __all__ = [
     "markdown_table",
     "packed_weight_bytes",
     "save_packed",
+    "sentence_transformer",
     "size_report",
     "use_lean_blocks",
 ]

@@ -157,3 +157,59 @@ def predict_cmd(model_dir: Path, input: Path = Path("-"), output: Path = Path("-
         sys.stdout.write(text)
     else:
         Path(output).write_text(text, encoding="utf-8")
+
+
+def _packed_with_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    from ..errors import InputError
+    from .model import load_packed
+
+    model = load_packed(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{model_dir}: no tokenizer in the packed folder ({str(e).splitlines()[0]})") from None
+    return model, tokenizer
+
+
+def embed(model_dir: Path, lines: list[str], batch_size: int = 32, max_length: int = 128):
+    """Embeddings ``[N, H]`` of the non-blank ``lines`` (one sentence each), from the packed folder
+    alone, pooled and normalised as the compressed embedder records (:func:`xtc.embedding.encode`)."""
+    from ..embedding import encode, model_pooling
+    from ..errors import InputError
+
+    model, tokenizer = _packed_with_tokenizer(model_dir)
+    try:
+        model_pooling(model)
+    except InputError:
+        raise InputError(f"{model_dir} is a classifier, not a sentence embedder (compressed without --task "
+                         "embedding): use xtc predict") from None
+    sentences = [line.strip() for line in lines if line.strip()]
+    if not sentences:
+        raise InputError("the input has no sentences: give one sentence per line")
+    skipped = len(lines) - len(sentences)
+    if skipped:
+        print(f"note: skipped {skipped} blank line(s); one vector per non-blank line", file=sys.stderr)
+    return encode(model, tokenizer, sentences, batch_size=batch_size, max_length=max_length)
+
+
+def embed_cmd(model_dir: Path, input: Path = Path("-"), output: Path = Path("-"), batch_size: int = 32,
+              max_length: int = 128) -> None:
+    """Write one vector per sentence: ``.npy`` (float32 [N, H]) by the output's suffix, else JSON
+    lines (one list of floats per line; - = stdout)."""
+    import json
+
+    import numpy as np
+
+    vectors = embed(model_dir, _read_lines(input), batch_size=batch_size, max_length=max_length)
+    if str(output) != "-" and Path(output).suffix.lower() == ".npy":
+        with open(output, "wb") as f:
+            np.save(f, vectors)
+        print(f"wrote {output}: {vectors.shape[0]} vectors of {vectors.shape[1]} floats", file=sys.stderr)
+        return
+    text = "".join(json.dumps([float(x) for x in row]) + "\n" for row in vectors)
+    if str(output) == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")

@@ -241,5 +241,6 @@ def _read(file: Path, meta: dict[str, str]) -> tuple[dict[str, dict], dict[str, 
         "model_class": meta.get("model_class"),
         "layer_map": _json(file, meta, "layer_map", []),
         "teacher_num_layers": _json(file, meta, "teacher_num_layers", None),
+        "no_pooler": _json(file, meta, "no_pooler", False),  # a sentence embedder (built without its pooler)
     }
     return entries, tensors, info

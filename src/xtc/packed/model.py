@@ -160,6 +160,8 @@ def save_packed(model: nn.Module, path: str | Path, fp_dtype: str = "fp16", int8
     }
     if teacher_num_layers:
         meta["teacher_num_layers"] = int(teacher_num_layers)
+    if hasattr(model, "pooler") and model.pooler is None:  # a sentence embedder: built without its pooler
+        meta["no_pooler"] = True
     file = fmt.write(path, tensors, entries, meta)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(file.parent))
@@ -274,6 +276,8 @@ def _build(entries: dict, tensors: dict, info: dict) -> nn.Module:
     config._attn_implementation = "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
     with init_empty_weights(include_buffers=False):  # parameters on meta: nothing allocated yet
         model = cls(config)
+    if info.get("no_pooler") is True:
+        model.pooler = None
     activation_bits = info["xtc"].get("activation_bits")
     consumed: set[str] = set()
     for name, entry in entries.items():

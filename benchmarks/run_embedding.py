@@ -1,0 +1,149 @@
+"""Sentence embedders compressed to 1 bit (issue 36), one row at a time.
+
+Each row writes benchmarks/results/embedding/ROW-SEED.json when it finishes; a row whose file exists
+is skipped. Runs go to runs/bench/embedding-ROW-SEED/ (not committed) and resume after an
+interruption.
+
+    python benchmarks/run_embedding.py --rows minilm_fp32 minilm_w1a8
+    python benchmarks/run_embedding.py --rows mpnet_fp32 mpnet_6l_w1a8 --mpnet-dir ~/.cache/xtc-models/all-mpnet-base-v2
+
+Rows:
+  minilm_fp32      all-MiniLM-L6-v2 as it is (FP32): the teacher of the MiniLM rows and the model people pick
+  minilm_w1a8      all 6 layers, binary weights, 8-bit activations, KD from minilm_fp32
+  mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
+  mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
+                   weights with KD from mpnet_fp32
+
+Training data: the default corpus (the distinct sentences of the STS-B, MRPC, RTE and CoLA training
+sets, no labels). Scores: STS-B dev Spearman of the cosine similarity, MRPC dev retrieval (recall@1,
+MRR). The checkpoint is the one at the end of the budget (select_on last): ``metrics`` is the end of
+the budget, ``best_dev`` the best of the evaluations on the way (chosen on the dev sets it reports:
+shown beside, never alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = ROOT.parent / "shared"
+RESULTS = HERE / "results" / "embedding"
+RUNS = ROOT / "runs" / "bench"
+
+
+@dataclass(frozen=True)
+class Row:
+    family: str  # minilm | mpnet
+    bits: int = 32  # 32: the model as it is, no training
+    layers: tuple[int, ...] | None = None
+
+
+ROWS = {
+    "minilm_fp32": Row("minilm"),
+    "minilm_w1a8": Row("minilm", bits=1),
+    "mpnet_fp32": Row("mpnet"),
+    "mpnet_6l_w1a8": Row("mpnet", bits=1, layers=(1, 3, 5, 7, 9, 11)),
+    "mpnet_5l_w1a8": Row("mpnet", bits=1, layers=(2, 4, 6, 8, 10)),
+}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def isa() -> str:
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in flags) or platform.machine()
+
+
+def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
+    """The best evaluation on the way (by STS-B Spearman) and every evaluation, from the stage's log."""
+    evals = [r for r in map(json.loads, log.read_text().splitlines()) if "eval_stsb_spearman" in r]
+    curve = [{"step": r["step"], **{m: r[f"eval_{m}"] for m in ("stsb_spearman", "recall_at_1", "mrr")}} for r in evals]
+    best = max(curve, key=lambda r: r["stsb_spearman"]) if curve else None
+    return best, curve
+
+
+def run_row(name: str, seed: int, args) -> dict:
+    import xtc
+    from xtc.data.embedding import load_embedding_task
+    from xtc.pipeline import evaluate
+
+    row = ROWS[name]
+    started_at = commit()
+    model = str(SHARED / "models" / "all-MiniLM-L6-v2") if row.family == "minilm" else str(args.mpnet_dir)
+    data = load_embedding_task(model, args.train_file, str(args.glue_dir))
+    common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name,
+              "weight_bits": row.bits, "activation_bits": 8 if row.bits < 32 else None,
+              "commit": started_at, "isa": isa(), "sentences": len(data[1])}
+    if row.bits == 32:
+        metrics = evaluate(model, None, data=data)["dev"]
+        weights = Path(model) / "model.safetensors"
+        layers = json.loads((Path(model) / "config.json").read_text())["num_hidden_layers"]
+        return {**common, "layers": layers, "epochs": 0, "metrics": metrics, "dev_final": metrics,
+                "file_bytes": weights.stat().st_size, "file": "model.safetensors (FP32)",
+                "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
+    cfg = xtc.TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=seed, select_on="last",
+                          warmup_epochs=min(1.0, args.epochs / 3), eval_steps=args.eval_steps)
+    recipe = xtc.Recipe(model=model, task="embedding", glue_dir=str(args.glue_dir), train_file=args.train_file,
+                        layers=list(row.layers) if row.layers else None, seed=seed,
+                        quant=xtc.XTCConfig(weight_bits=row.bits), reduce=cfg, qat=cfg)
+    out = RUNS / f"embedding-{name}-{seed}"
+    results = xtc.compress(recipe, out, resume=out.exists())
+    packed = xtc.export(out, out / "packed") if not (out / "packed").exists() else out / "packed" / "model.xtc.safetensors"
+    best, curve = best_and_curve(out / "quantized" / "log.jsonl")
+    return {**common, "layers": len(row.layers) if row.layers else 6 if row.family == "minilm" else 12,
+            "copied_layers": list(row.layers) if row.layers else None, "epochs": args.epochs,
+            "steps": results["steps"], "train_wall_s": results["train_wall_s"],
+            "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best,
+            "curve": curve, "teacher": results["teacher"], "learning_rate": args.lr,
+            "file_bytes": Path(packed).stat().st_size, "file": "model.xtc.safetensors (packed, default options)",
+            "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"
+                       + (f" --epochs {args.epochs:g}" if args.epochs != 1 else "")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42])
+    ap.add_argument("--mpnet-dir", default=str(Path.home() / ".cache" / "xtc-models" / "all-mpnet-base-v2"))
+    ap.add_argument("--glue-dir", default=str(SHARED / "glue"))
+    ap.add_argument("--train-file", default=None, help="sentences, one per line (default: the GLUE corpus)")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--eval-steps", type=int, default=300)
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for name in args.rows:
+            target = RESULTS / f"{name}-{seed}.json"
+            if target.exists():
+                print(f"[skip] {target.name} exists", flush=True)
+                continue
+            print(f"[run] {name} seed {seed}", flush=True)
+            result = run_row(name, seed, args)
+            target.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"[done] {target.name}: {result['metrics']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
