@@ -153,3 +153,19 @@ def test_distillation_and_pipeline_end_to_end(tmp_path):
     assert set(results["steps"]) == {"reduced", "quantized"}
     loaded = xtc.load_quantized(results["model_dir"], model_class=AutoModelForTokenClassification)
     assert type(loaded).__name__ == "BertForTokenClassification" and xtc.surgery.is_quantized(loaded)
+
+
+def test_export_keeps_a_token_classifier(tmp_path):
+    """`xtc export` rebuilds a checkpoint as the class it was saved from: a token classifier's packed
+    model gives one prediction per token (it was loaded as a sequence classifier before)."""
+    import xtc
+    from xtc_tiny import SPECIAL, WORDS, save_tiny_bert
+
+    src = save_tiny_bert(tmp_path / "m", SPECIAL + list(WORDS), num_labels=3, token_level=True)
+    model = xtc.quantize_(xtc.load_quantized(src), xtc.XTCConfig(weight_bits=1))
+    assert type(model).__name__ == "BertForTokenClassification"
+    model.save_pretrained(tmp_path / "ckpt")
+    packed = xtc.load_packed(xtc.export(tmp_path / "ckpt", tmp_path / "packed"))
+    assert type(packed).__name__ == "BertForTokenClassification"
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    assert packed(input_ids=ids).logits.shape == (1, 5, 3)
