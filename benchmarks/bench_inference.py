@@ -49,8 +49,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # packed_w1a8_hf_blocks: the same packed file with transformers' own block forward instead of xtc's lean one
 # (xtc.packed.lean_blocks), so the table shows what the lean forward adds.
 VARIANTS = ("fp32", "dynamic_int8", "ort_int8", "packed_w1a8", "packed_w2a8", "packed_w1a8_hf_blocks",
-            "packed_student")
+            "packed_student", "fp32_minilm")
 ORT_CONFIGS = ("plain_tensor", "plain_channel", "optimized_tensor", "optimized_channel")
+EMBED_STUDENTS = {"minilm_embed": ROOT / "runs" / "bench" / "embedding-minilm_w1a8-42",
+                  "mpnet_embed": ROOT / "runs" / "bench" / "embedding-mpnet_6l_w1a8-42"}
 MPNET_TEACHER = ROOT / "runs" / "bench" / "mrpc-mpnet_teacher-42" / "model"
 MPNET_STUDENT = ROOT / "runs" / "bench" / "mrpc-mpnet_5l_w1a8-42" / "model"
 
@@ -147,6 +149,10 @@ def worker(args) -> dict:
             if args.variant.endswith("_hf_blocks"):
                 use_lean_blocks(m, False)
             return m
+        if args.base:  # a sentence embedder: the encoder without pooler or head
+            from transformers import AutoModel
+
+            return AutoModel.from_pretrained(args.path).eval()
         m = AutoModelForSequenceClassification.from_pretrained(args.path).eval()
         if args.variant == "dynamic_int8":
             m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
@@ -265,6 +271,29 @@ def prepare(name: str, work: Path, checkpoint: str | None, args=None) -> dict:
     torch.manual_seed(0)
     folder = work / name
     fp32_dir = folder / "fp32"
+    if name.endswith("_embed"):  # sentence embedders: the FP32 encoder (ONNX Runtime int8 of it) vs the packed student
+        from transformers import AutoModel
+
+        source = MINILM if name == "minilm_embed" else Path(args.mpnet_dir)
+        model = AutoModel.from_pretrained(source, add_pooling_layer=False).eval()
+        model.save_pretrained(fp32_dir)
+        sizes = {"fp32": (fp32_dir / "model.safetensors").stat().st_size}
+        paths = {"fp32": fp32_dir, "ort_int8": folder / "ort"}
+        sizes["ort_int8"] = prepare_ort(model, fp32_dir, folder / "ort", args.seq)
+        if name == "mpnet_embed":  # the model people pick today, beside the compressed large one
+            minilm_dir = folder / "fp32_minilm"
+            AutoModel.from_pretrained(MINILM, add_pooling_layer=False).eval().save_pretrained(minilm_dir)
+            sizes["fp32_minilm"], paths["fp32_minilm"] = (minilm_dir / "model.safetensors").stat().st_size, minilm_dir
+        student = EMBED_STUDENTS[name]
+        if (student / "packed" / "model.xtc.safetensors").exists():
+            file = student / "packed" / "model.xtc.safetensors"
+        else:
+            file = export(student, folder / "student")
+        sizes["packed_student"], paths["packed_student"] = file.stat().st_size, file.parent
+        return {"description": f"{source.name} as a sentence embedder (encoder only) vs the packed student of "
+                               f"{student.relative_to(ROOT)}",
+                "paths": {k: str(v) for k, v in paths.items()}, "file_bytes": sizes,
+                "parameters": sum(p.numel() for p in model.parameters())}
     if name == "mpnet":  # the paper's scale: a trained 12-layer teacher against a trained packed student
         model = AutoModelForSequenceClassification.from_pretrained(args.teacher)
         model.eval().save_pretrained(fp32_dir)
@@ -317,7 +346,7 @@ def prepare(name: str, work: Path, checkpoint: str | None, args=None) -> dict:
 def run_variant(path: str, variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--path", path, "--threads", *map(str, args.threads),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seq", str(args.seq),
-           "--batches", *map(str, args.batches)]
+           "--batches", *map(str, args.batches)] + (["--base"] if getattr(args, "base_model", False) else [])
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{res.stderr[-3000:]}")
@@ -354,7 +383,11 @@ def table(results: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=["minilm", "bert-base", "mpnet"])
+    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"],
+                   choices=["minilm", "bert-base", "mpnet", "minilm_embed", "mpnet_embed"])
+    p.add_argument("--mpnet-dir", default=str(Path.home() / ".cache" / "xtc-models" / "all-mpnet-base-v2"),
+                   help="--models mpnet_embed: all-mpnet-base-v2 as it is (the FP32 embedder)")
+    p.add_argument("--base", action="store_true", help=argparse.SUPPRESS)  # worker: load the bare encoder
     p.add_argument("--teacher", default=str(MPNET_TEACHER), help="--models mpnet: the FP32 12-layer model")
     p.add_argument("--student", default=str(MPNET_STUDENT), help="--models mpnet: the trained student to pack")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -385,6 +418,7 @@ def main(argv=None):
             r["variants"] = {}
             for v in [v for v in args.variants if v in r["paths"]]:
                 print(f"[{name}] {v}", file=sys.stderr, flush=True)
+                args.base_model = name.endswith("_embed") and not v.startswith("packed")
                 r["variants"][v] = run_variant(r["paths"][v], v, args)
             del r["paths"]
             results["models"][name] = r

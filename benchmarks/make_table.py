@@ -241,6 +241,43 @@ def summary_table(cells: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def embedding_table() -> str:
+    """Sentence embedders (results/embedding/*.json): STS-B Spearman and MRPC retrieval at the end of the
+    budget (best evaluation on the way beside it, labelled), file size, and throughput at batch 32 from
+    results/inference_embed.json when it has the row's model."""
+    files = sorted((HERE / "results" / "embedding").glob("*.json"))
+    if not files:
+        return "(no embedding results yet)\n"
+    runs = [json.loads(f.read_text()) for f in files]
+    speed = {}
+    path = HERE / "results" / "inference_embed.json"
+    if path.exists():
+        for model, m in json.loads(path.read_text())["models"].items():
+            for variant, v in m["variants"].items():
+                lat = v["latency"].get("t2_b32") or {}
+                if lat.get("median_ms"):
+                    speed[(model, variant)] = 32 / lat["median_ms"] * 1e3
+    owner = {"minilm_fp32": ("minilm_embed", "fp32"), "minilm_w1a8": ("minilm_embed", "packed_student"),
+             "mpnet_fp32": ("mpnet_embed", "fp32"), "mpnet_6l_w1a8": ("mpnet_embed", "packed_student")}
+    head = ["row", "model", "bits", "layers", "epochs", "STS-B Spearman, end (best)", "MRPC recall@1, end (best)",
+            "MRR, end", "file MB", "sentences/s, b32, 2 threads"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(runs, key=lambda r: (r["model"], -r["weight_bits"], r["row"])):
+        m, best = r["metrics"], r.get("best_dev")
+
+        def with_best(key):
+            value = f"{100 * m[key]:.1f}"
+            return value + (f" ({100 * best[key]:.1f})" if best else "")
+
+        rate = speed.get(owner.get(r["row"], ("", "")))
+        lines.append("| " + " | ".join([
+            r["row"], r["model"], "FP32" if r["weight_bits"] == 32 else f"W{r['weight_bits']}A8", str(r["layers"]),
+            f"{r['epochs']:g}", with_best("stsb_spearman"), with_best("recall_at_1"), f"{100 * m['mrr']:.1f}",
+            f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–"]) + " |")
+    commands = sorted({r["command"] for r in runs})
+    return "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"
+
+
 def _replace_between(path: Path, name: str, body: str) -> None:
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     text = path.read_text() if path.exists() else f"{start}\n{end}\n"
@@ -257,7 +294,8 @@ def main():
     _replace_between(ROOT_README, "summary-table", summary_table(cells))
     from bench_inference import table as inference_table
 
-    for name in ("inference", "inference_mpnet"):
+    _replace_between(README, "embedding-table", embedding_table())
+    for name in ("inference", "inference_mpnet", "inference_embed"):
         path = HERE / "results" / f"{name}.json"
         if path.exists():
             results = json.loads(path.read_text())

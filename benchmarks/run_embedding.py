@@ -10,9 +10,10 @@ interruption.
 Rows:
   minilm_fp32      all-MiniLM-L6-v2 as it is (FP32): the teacher of the MiniLM rows and the model people pick
   minilm_w1a8      all 6 layers, binary weights, 8-bit activations, KD from minilm_fp32
+                   (recipes/embedding-minilm-w1a8.yaml)
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
-                   weights with KD from mpnet_fp32
+                   weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
 Training data: the default corpus (the distinct sentences of the STS-B, MRPC, RTE and CoLA training
 sets, no labels). Scores: STS-B dev Spearman of the cosine similarity, MRPC dev retrieval (recall@1,
@@ -41,16 +42,15 @@ RUNS = ROOT / "runs" / "bench"
 @dataclass(frozen=True)
 class Row:
     family: str  # minilm | mpnet
-    bits: int = 32  # 32: the model as it is, no training
-    layers: tuple[int, ...] | None = None
+    recipe: str | None = None  # recipes/NAME.yaml; None: the model as it is (FP32, no training)
 
 
 ROWS = {
     "minilm_fp32": Row("minilm"),
-    "minilm_w1a8": Row("minilm", bits=1),
+    "minilm_w1a8": Row("minilm", "embedding-minilm-w1a8"),
     "mpnet_fp32": Row("mpnet"),
-    "mpnet_6l_w1a8": Row("mpnet", bits=1, layers=(1, 3, 5, 7, 9, 11)),
-    "mpnet_5l_w1a8": Row("mpnet", bits=1, layers=(2, 4, 6, 8, 10)),
+    "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
+    "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
 }
 
 
@@ -90,34 +90,33 @@ def run_row(name: str, seed: int, args) -> dict:
     row = ROWS[name]
     started_at = commit()
     model = str(SHARED / "models" / "all-MiniLM-L6-v2") if row.family == "minilm" else str(args.mpnet_dir)
-    data = load_embedding_task(model, args.train_file, str(args.glue_dir))
-    common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name,
-              "weight_bits": row.bits, "activation_bits": 8 if row.bits < 32 else None,
-              "commit": started_at, "isa": isa(), "sentences": len(data[1])}
-    if row.bits == 32:
+    common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name, "commit": started_at,
+              "isa": isa(), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
+    if row.recipe is None:
+        data = load_embedding_task(model, None, str(args.glue_dir))
         metrics = evaluate(model, None, data=data)["dev"]
-        weights = Path(model) / "model.safetensors"
         layers = json.loads((Path(model) / "config.json").read_text())["num_hidden_layers"]
-        return {**common, "layers": layers, "epochs": 0, "metrics": metrics, "dev_final": metrics,
-                "file_bytes": weights.stat().st_size, "file": "model.safetensors (FP32)",
-                "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
-    cfg = xtc.TrainConfig(epochs=args.epochs, learning_rate=args.lr, seed=seed, select_on="last",
-                          warmup_epochs=min(1.0, args.epochs / 3), eval_steps=args.eval_steps)
-    recipe = xtc.Recipe(model=model, task="embedding", glue_dir=str(args.glue_dir), train_file=args.train_file,
-                        layers=list(row.layers) if row.layers else None, seed=seed,
-                        quant=xtc.XTCConfig(weight_bits=row.bits), reduce=cfg, qat=cfg)
+        return {**common, "weight_bits": 32, "activation_bits": None, "layers": layers, "epochs": 0,
+                "metrics": metrics, "dev_final": metrics,
+                "file_bytes": (Path(model) / "model.safetensors").stat().st_size, "file": "model.safetensors (FP32)"}
+    from xtc.recipe import with_overrides
+
+    recipe = with_overrides(xtc.load_recipe(ROOT / "recipes" / f"{row.recipe}.yaml"), model=model, seed=seed,
+                                glue_dir=str(args.glue_dir), train_file=args.train_file)
     out = RUNS / f"embedding-{name}-{seed}"
     results = xtc.compress(recipe, out, resume=out.exists())
-    packed = xtc.export(out, out / "packed") if not (out / "packed").exists() else out / "packed" / "model.xtc.safetensors"
+    file = out / "packed" / "model.xtc.safetensors"
+    if not file.exists():
+        file = xtc.export(out, out / "packed")
     best, curve = best_and_curve(out / "quantized" / "log.jsonl")
-    return {**common, "layers": len(row.layers) if row.layers else 6 if row.family == "minilm" else 12,
-            "copied_layers": list(row.layers) if row.layers else None, "epochs": args.epochs,
-            "steps": results["steps"], "train_wall_s": results["train_wall_s"],
-            "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best,
-            "curve": curve, "teacher": results["teacher"], "learning_rate": args.lr,
-            "file_bytes": Path(packed).stat().st_size, "file": "model.xtc.safetensors (packed, default options)",
-            "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"
-                       + (f" --epochs {args.epochs:g}" if args.epochs != 1 else "")}
+    return {**common, "weight_bits": recipe.quant.weight_bits, "activation_bits": recipe.quant.activation_bits,
+            "layers": results["num_layers"] or (6 if row.family == "minilm" else 12), "copied_layers": recipe.layers,
+            "recipe": f"recipes/{row.recipe}.yaml", "epochs": results["epochs"], "steps": results["steps"],
+            "train_wall_s": results["train_wall_s"], "sentences": None if args.train_file else "default corpus",
+            # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
+            "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
+            "teacher": results["teacher"], "file_bytes": file.stat().st_size,
+            "file": "model.xtc.safetensors (packed, default options)"}
 
 
 def main():
@@ -127,9 +126,6 @@ def main():
     ap.add_argument("--mpnet-dir", default=str(Path.home() / ".cache" / "xtc-models" / "all-mpnet-base-v2"))
     ap.add_argument("--glue-dir", default=str(SHARED / "glue"))
     ap.add_argument("--train-file", default=None, help="sentences, one per line (default: the GLUE corpus)")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--eval-steps", type=int, default=300)
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:

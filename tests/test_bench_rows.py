@@ -49,3 +49,17 @@ def test_rows_name_their_teacher_and_start(run_glue):
         assert row.teacher_row in run_glue.ROWS, name
         if row.start and row.start in run_glue.ROWS:
             assert run_glue.ROWS[row.start].family == row.family, name
+
+
+def test_every_embedding_row_has_its_recipe():
+    spec = importlib.util.spec_from_file_location("run_embedding", ROOT / "benchmarks" / "run_embedding.py")
+    run_embedding = importlib.util.module_from_spec(spec)
+    sys.modules["run_embedding"] = run_embedding
+    spec.loader.exec_module(run_embedding)
+    for name, row in run_embedding.ROWS.items():
+        if row.recipe is None:
+            continue
+        recipe = load_recipe(ROOT / "recipes" / f"{row.recipe}.yaml")
+        assert recipe.task == "embedding" and recipe.quant is not None, name
+        assert recipe.qat.select_on == "last", name  # the rows report the end of the budget
+        assert (recipe.layers is None) == ("_6l_" not in name and "_5l_" not in name), name

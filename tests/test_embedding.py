@@ -210,3 +210,19 @@ def test_packed_embedder_as_a_sentence_transformer(tmp_path):
     ours = encode(xtc.load_packed(tmp_path / "packed"), load_tokenizer(str(tmp_path / "packed")), sentences)
     # sentence-transformers pads each batch to its longest sentence; xtc batches equal lengths: ~1e-6 apart
     np.testing.assert_allclose(st.encode(sentences, convert_to_numpy=True), ours, atol=1e-4)
+
+
+def test_cli_compress_task_embedding(tmp_path):
+    """`xtc compress --task embedding --train-file SENTENCES`: the teacher is the model itself, the
+    sentences file is the training data, and config.yaml records it."""
+    folder = _st_files(make_tiny_model(tmp_path / "m"), "mean")
+    corpus, glue = _tiny_embedding_data(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "xtc.cli", "compress", "--task", "embedding", "--model", str(folder),
+                          "--train-file", str(corpus), "--glue-dir", str(glue), "--max-steps", "2",
+                          "--output", str(tmp_path / "run")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "embedding dev stsb_spearman" in run.stdout
+    assert f"train_file: {corpus}" in (tmp_path / "run" / "config.yaml").read_text()
+    bad = subprocess.run([sys.executable, "-m", "xtc.cli", "compress", "--task", "embedding", "--model", str(folder),
+                          "--dev-file", str(corpus), "--output", str(tmp_path / "run2")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "do not apply" in bad.stderr and not (tmp_path / "run2").exists()

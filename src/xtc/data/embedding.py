@@ -9,7 +9,7 @@
 * Evaluation, as sentence-transformers users read it: STS-B dev, Spearman correlation of the cosine
   similarity of the two sentences' embeddings with the gold scores (no training on STS-B labels);
   and retrieval on MRPC dev: each pair labelled paraphrase asks for its second sentence among all
-  second sentences of the dev set, ranked by cosine (recall@1 and mean reciprocal rank).
+  distinct second sentences of the dev set, ranked by cosine (recall@1 and mean reciprocal rank).
 """
 
 from __future__ import annotations
@@ -157,12 +157,13 @@ def embedding_metrics(model, tokenizer, dev: EmbeddingDevSet, pooling=None, batc
                  dev.max_length, pooling)
     n = len(sts)
     out = {"stsb_spearman": spearman(cosine(emb[:n], emb[n:]), [e.label for e in sts])}
-    pairs = dev.mrpc
-    emb = encode(model, tokenizer, [e.text_a for e in pairs] + [e.text_b for e in pairs], batch_size,
-                 dev.max_length, pooling)
-    m = len(pairs)
-    positive = [i for i, e in enumerate(pairs) if e.label == 1]
-    out.update(retrieval(emb[:m][positive], emb[m:], positive))
+    # each paraphrase pair's first sentence asks for its second among the distinct second sentences
+    # (a few repeat in MRPC dev; a repeated copy would tie with the target and count against it)
+    positive = [e for e in dev.mrpc if e.label == 1]
+    candidates = list(dict.fromkeys(e.text_b for e in dev.mrpc))
+    index = {text: i for i, text in enumerate(candidates)}
+    emb = encode(model, tokenizer, [e.text_a for e in positive] + candidates, batch_size, dev.max_length, pooling)
+    out.update(retrieval(emb[:len(positive)], emb[len(positive):], [index[e.text_b] for e in positive]))
     return out
 
 
