@@ -11,6 +11,7 @@ Rows:
   minilm_fp32      all-MiniLM-L6-v2 as it is (FP32): the teacher of the MiniLM rows and the model people pick
   minilm_w1a8      all 6 layers, binary weights, 8-bit activations, KD from minilm_fp32
                    (recipes/embedding-minilm-w1a8.yaml)
+  minilm_w1a8_emb1 the same with the embedding term weighted 1 instead of 10 (emb_weight)
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
@@ -43,11 +44,13 @@ RUNS = ROOT / "runs" / "bench"
 class Row:
     family: str  # minilm | mpnet
     recipe: str | None = None  # recipes/NAME.yaml; None: the model as it is (FP32, no training)
+    emb_weight: float | None = None  # an ablation: the recipe with another weight of the embedding term
 
 
 ROWS = {
     "minilm_fp32": Row("minilm"),
     "minilm_w1a8": Row("minilm", "embedding-minilm-w1a8"),
+    "minilm_w1a8_emb1": Row("minilm", "embedding-minilm-w1a8", emb_weight=1.0),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -55,9 +58,12 @@ ROWS = {
 
 
 def commit() -> str:
+    """HEAD, marked ``+dirty`` when tracked files differ from it (the code that ran is then not HEAD's)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
     except OSError:
         return "unknown"
 
@@ -103,6 +109,10 @@ def run_row(name: str, seed: int, args) -> dict:
 
     recipe = with_overrides(xtc.load_recipe(ROOT / "recipes" / f"{row.recipe}.yaml"), model=model, seed=seed,
                                 glue_dir=str(args.glue_dir), train_file=args.train_file)
+    if row.emb_weight is not None:
+        from dataclasses import replace
+
+        recipe = replace(recipe, distill=replace(recipe.distill, emb_weight=row.emb_weight))
     out = RUNS / f"embedding-{name}-{seed}"
     results = xtc.compress(recipe, out, resume=out.exists())
     file = out / "packed" / "model.xtc.safetensors"
@@ -115,7 +125,7 @@ def run_row(name: str, seed: int, args) -> dict:
             "train_wall_s": results["train_wall_s"], "sentences": None if args.train_file else "default corpus",
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
-            "teacher": results["teacher"], "file_bytes": file.stat().st_size,
+            "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight, "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
 
 

@@ -117,10 +117,10 @@ def test_embedding_loss_is_zero_only_for_the_teacher_itself(tmp_path):
     distiller = Distiller(teacher, student, list(range(2)))
     assert distiller.pooling == Pooling()
     loss, _, parts = distiller(**batch)
-    assert set(parts) == {"pred", "att", "hid"} and float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
+    assert set(parts) == {"emb", "att", "hid"} and float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
     xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
     loss, _, parts = distiller(**batch)
-    assert parts["pred"] > 0 and loss.requires_grad
+    assert parts["emb"] > 0 and loss.requires_grad
 
 
 def test_compress_export_embed_end_to_end(tmp_path):
@@ -138,7 +138,7 @@ def test_compress_export_embed_end_to_end(tmp_path):
     assert results["weight_bits"] == 1 and results["num_layers"] == 1 and "finetune" not in results["steps"]
     assert not (tmp_path / "run" / "teacher").exists()  # the embedder itself is the teacher
     log = [json.loads(x) for x in (tmp_path / "run" / "quantized" / "log.jsonl").read_text().splitlines()]
-    assert any("loss_pred" in r for r in log) and any("eval_stsb_spearman" in r for r in log)
+    assert any("loss_emb" in r for r in log) and any("eval_stsb_spearman" in r for r in log)
 
     file = xtc.export(tmp_path / "run", tmp_path / "packed")
     packed = xtc.load_packed(file)

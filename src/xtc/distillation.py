@@ -8,8 +8,9 @@
   *before softmax* (masked positions count as 0 in both); summed over layers.
 * L_hid: MSE between hidden states: embedding outputs, and student layer i vs teacher layer t_i;
   summed over the embedding and every layer.
-* A sentence embedder (the embedding task) has no logits: its L_pred compares the pooled,
-  normalised sentence embeddings instead, 1 - cosine by default (:func:`embedding_loss`).
+* A sentence embedder (the embedding task) has no logits: L_emb takes L_pred's place and compares the
+  pooled, normalised sentence embeddings, 1 - cosine by default (:func:`embedding_loss`), weighted by
+  ``emb_weight``.
 
 transformers returns attention *probabilities*, so the scores are captured with an attention
 function registered in transformers' attention interface (``xtc_kd``): it computes the same
@@ -285,13 +286,14 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
     embedders (:class:`xtc.embedding.Pooling`); the prediction term compares their embeddings."""
     parts = {}
     total = student_out.last_hidden_state.new_zeros(()) if pooling else student_out.logits.new_zeros(())
-    if config.pred_weight and pooling is not None:
-        from .embedding import pool
+    if pooling is not None:  # sentence embedders: their pooled embeddings, weighted by emb_weight
+        if config.emb_weight:
+            from .embedding import pool
 
-        mask = attention_mask if attention_mask is not None else torch.ones(student_out.last_hidden_state.shape[:2])
-        parts["pred"] = embedding_loss(pool(student_out.last_hidden_state, mask, pooling),
-                                       pool(teacher_out.last_hidden_state, mask, pooling), config.embedding_loss)
-        total = total + config.pred_weight * parts["pred"]
+            mask = attention_mask if attention_mask is not None else torch.ones(student_out.last_hidden_state.shape[:2])
+            parts["emb"] = embedding_loss(pool(student_out.last_hidden_state, mask, pooling),
+                                          pool(teacher_out.last_hidden_state, mask, pooling), config.embedding_loss)
+            total = total + config.emb_weight * parts["emb"]
     elif config.pred_weight:
         parts["pred"] = prediction_loss(student_out.logits, teacher_out.logits, config.temperature,
                                         config.averaging, mask=attention_mask)
