@@ -152,7 +152,7 @@ def worker(args) -> dict:
         if args.base:  # a sentence embedder: the encoder without pooler or head
             from transformers import AutoModel
 
-            return AutoModel.from_pretrained(args.path).eval()
+            return AutoModel.from_pretrained(args.path, add_pooling_layer=False).eval()
         m = AutoModelForSequenceClassification.from_pretrained(args.path).eval()
         if args.variant == "dynamic_int8":
             m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
@@ -228,8 +228,20 @@ def prepare_ort(model, fp32_dir: Path, out: Path, seq: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fp32_onnx = out / "fp32.onnx"
     ids = torch.randint(1000, 20000, (1, seq))
+    graph_model = model
+    if not hasattr(model, "classifier"):  # a bare encoder (sentence embedder): its token states, by keyword
+
+        class Encoder(torch.nn.Module):
+            def __init__(self, encoder):
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask):
+                return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        graph_model = Encoder(model).eval()
     with torch.inference_mode():
-        torch.onnx.export(model, (ids, torch.ones_like(ids)), str(fp32_onnx), input_names=["input_ids", "attention_mask"],
+        torch.onnx.export(graph_model, (ids, torch.ones_like(ids)), str(fp32_onnx), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
                                         "logits": {0: "batch"}})

@@ -254,13 +254,14 @@ def embedding_table() -> str:
     if path.exists():
         for model, m in json.loads(path.read_text())["models"].items():
             for variant, v in m["variants"].items():
-                lat = v["latency"].get("t2_b32") or {}
-                if lat.get("median_ms"):
-                    speed[(model, variant)] = 32 / lat["median_ms"] * 1e3
+                lat = v["latency"].get("t1_b32") or {}
+                ms = lat.get("cpu_median_ms") or lat.get("median_ms")
+                if ms:
+                    speed[(model, variant)] = 32 / ms * 1e3
     owner = {"minilm_fp32": ("minilm_embed", "fp32"), "minilm_w1a8": ("minilm_embed", "packed_student"),
              "mpnet_fp32": ("mpnet_embed", "fp32"), "mpnet_6l_w1a8": ("mpnet_embed", "packed_student")}
-    head = ["row", "model", "bits", "layers", "epochs", "STS-B Spearman, end (best)", "MRPC recall@1, end (best)",
-            "MRR, end", "file MB", "sentences/s, b32, 2 threads"]
+    head = ["row", "model", "bits", "layers", "epochs", "STS-B Spearman, end (best eval)", "MRPC recall@1, end (at that eval)",
+            "MRR, end", "file MB", "sentences/s, b32, 1 thread"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r["model"], -r["weight_bits"], r["row"])):
         m, best = r["metrics"], r.get("best_dev")
@@ -269,13 +270,30 @@ def embedding_table() -> str:
             value = f"{100 * m[key]:.1f}"
             return value + (f" ({100 * best[key]:.1f})" if best else "")
 
+        def epochs(e):  # per stage (FP32 layer reduction + QAT) or a number
+            return " + ".join(f"{v:g}" for v in e.values()) if isinstance(e, dict) else f"{e:g}" if e else "–"
+
         rate = speed.get(owner.get(r["row"], ("", "")))
         lines.append("| " + " | ".join([
             r["row"], r["model"], "FP32" if r["weight_bits"] == 32 else f"W{r['weight_bits']}A8", str(r["layers"]),
-            f"{r['epochs']:g}", with_best("stsb_spearman"), with_best("recall_at_1"), f"{100 * m['mrr']:.1f}",
+            epochs(r["epochs"]), with_best("stsb_spearman"), with_best("recall_at_1"), f"{100 * m['mrr']:.1f}",
             f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–"]) + " |")
     commands = sorted({r["command"] for r in runs})
-    return "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"
+    text = "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"
+    if path.exists():  # every variant timed, ONNX Runtime int8 of the FP32 models included
+        results = json.loads(path.read_text())
+        machine = results["machine"]
+        text += (f"\nSpeed (`{results['command']}`; {machine['cpu']}, {' '.join(machine.get('isa') or [])}, "
+                 f"load average {machine['load_average_at_start'][0]:.1f} at the start; 1 thread, CPU-time medians, "
+                 f"{results['seq']} tokens):\n\n| model | variant | file MB | batch 1, ms | batch 32, sentences/s |\n"
+                 "|---|---|---|---|---|\n")
+        for model, m in results["models"].items():
+            for variant, v in m["variants"].items():
+                b1 = (v["latency"].get("t1_b1") or {}).get("cpu_median_ms")
+                rate = speed.get((model, variant))
+                text += (f"| {model} | {variant} | {m['file_bytes'][variant] / 1e6:.1f} | "
+                         f"{f'{b1:.1f}' if b1 else '–'} | {f'{rate:.0f}' if rate else '–'} |\n")
+    return text
 
 
 def _replace_between(path: Path, name: str, body: str) -> None:

@@ -83,7 +83,9 @@ def isa() -> str:
 def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
     """The best evaluation on the way (by STS-B Spearman) and every evaluation, from the stage's log."""
     evals = [r for r in map(json.loads, log.read_text().splitlines()) if "eval_stsb_spearman" in r]
-    curve = [{"step": r["step"], **{m: r[f"eval_{m}"] for m in ("stsb_spearman", "recall_at_1", "mrr")}} for r in evals]
+    by_step = {r["step"]: r for r in evals}  # the final evaluation of the kept model repeats the last step's
+    curve = [{"step": s, **{m: r[f"eval_{m}"] for m in ("stsb_spearman", "recall_at_1", "mrr")}}
+             for s, r in by_step.items()]
     best = max(curve, key=lambda r: r["stsb_spearman"]) if curve else None
     return best, curve
 
