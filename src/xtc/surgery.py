@@ -193,7 +193,8 @@ def load_quantized(path: str | Path, model_class=None, **kwargs) -> nn.Module:
         return quantize_(model, quant) if quant is not None else model
     # A scheme with learned state (LSQ's step sizes): those parameters exist only once quantize_ has
     # run, so the model is built from its config, quantized, and then given the checkpoint's weights.
-    model = model_class.from_config(config)
+    # an auto class (or the embedder's loader) builds through from_config, a concrete class by itself
+    model = model_class.from_config(config) if hasattr(model_class, "from_config") else model_class(config)
     quantize_(model, quant)
     state = _read_state_dict(path)
     result = model.load_state_dict(state, strict=False)
