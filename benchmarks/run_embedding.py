@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -68,18 +67,6 @@ def commit() -> str:
         return "unknown"
 
 
-def isa() -> str:
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in flags) or platform.machine()
-
-
 def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
     """The best evaluation on the way (by STS-B Spearman) and every evaluation, from the stage's log."""
     evals = [r for r in map(json.loads, log.read_text().splitlines()) if "eval_stsb_spearman" in r]
@@ -91,6 +78,8 @@ def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
 
 
 def run_row(name: str, seed: int, args) -> dict:
+    from bench_inference import _isa  # the host's int8-relevant extensions, as the speed results record them
+
     import xtc
     from xtc.data.embedding import load_embedding_task
     from xtc.pipeline import evaluate
@@ -99,7 +88,7 @@ def run_row(name: str, seed: int, args) -> dict:
     started_at = commit()
     model = str(SHARED / "models" / "all-MiniLM-L6-v2") if row.family == "minilm" else str(args.mpnet_dir)
     common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name, "commit": started_at,
-              "isa": isa(), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
+              "isa": " ".join(_isa()), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
     if row.recipe is None:
         data = load_embedding_task(model, None, str(args.glue_dir))
         metrics = evaluate(model, None, data=data)["dev"]

@@ -131,22 +131,19 @@ def encode(model, tokenizer, sentences: Sequence[str], batch_size: int = 32, max
     pooling = pooling or model_pooling(model)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    from .data.batches import same_length_batches
+
     enc = tokenizer(list(sentences), truncation=True, max_length=max_length, padding=False)
-    by_length: dict[int, list[int]] = {}
-    for k, ids in enumerate(enc["input_ids"]):
-        by_length.setdefault(len(ids), []).append(k)
     hidden = getattr(model.config, "hidden_size", None) or model.config.dim
     out = np.zeros((len(sentences), hidden), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for same in by_length.values():
-                for start in range(0, len(same), batch_size):
-                    chunk = same[start:start + batch_size]
-                    batch = {key: torch.tensor([enc[key][k] for k in chunk]) for key in enc.keys()}
-                    states = model(**batch).last_hidden_state.float()
-                    out[chunk] = pool(states, batch["attention_mask"], pooling).numpy()
+            for chunk in same_length_batches(enc["input_ids"], batch_size):
+                batch = {key: torch.tensor([enc[key][k] for k in chunk]) for key in enc.keys()}
+                states = model(**batch).last_hidden_state.float()
+                out[chunk] = pool(states, batch["attention_mask"], pooling).numpy()
     finally:
         model.train(was_training)
     return out

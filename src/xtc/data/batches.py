@@ -41,6 +41,15 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return item
 
 
+def same_length_batches(input_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``input_ids`` in batches of at most ``batch_size`` items of the same token length, so
+    that inference never pads: an item's result does not depend on the batch size or its neighbours."""
+    by_length: dict[int, list[int]] = {}
+    for k, ids in enumerate(input_ids):
+        by_length.setdefault(len(ids), []).append(k)
+    return [same[start:start + batch_size] for same in by_length.values() for start in range(0, len(same), batch_size)]
+
+
 TEACHER_PREFIX = "teacher_"  # the teacher's own inputs, when it tokenizes differently from the student
 
 

@@ -94,18 +94,13 @@ def predict(model_dir: Path, lines: list[str], batch_size: int = 32,
     length, so no line is ever padded and the batch size or the neighbours change nothing.
     """
     import torch
-    from transformers import AutoTokenizer
 
+    from ..data.batches import same_length_batches
     from ..errors import InputError
-    from .model import load_packed
 
     if batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    model = load_packed(model_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{model_dir}: no tokenizer in the packed folder ({str(e).splitlines()[0]})") from None
+    model, tokenizer = _packed_with_tokenizer(model_dir)
     limit = getattr(model.config, "max_position_embeddings", None) or 512
     if model.config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):
         limit -= 2  # their positions start after the padding index (pad_token_id + 1)
@@ -124,23 +119,18 @@ def predict(model_dir: Path, lines: list[str], batch_size: int = 32,
     if too_big is not None:
         raise InputError(f"line {too_big}: the tokenizer of {model_dir} gives token ids past the model's "
                          f"vocabulary ({cfg.vocab_size}): the tokenizer files do not belong to this model")
-    by_length: dict[int, list[int]] = {}
-    for k, row in enumerate(ids):
-        by_length.setdefault(len(row), []).append(k)
     out: list[list[str] | None] = [None] * len(ids)
     with torch.inference_mode():
-        for same_length in by_length.values():
-            for start in range(0, len(same_length), batch_size):
-                chunk = same_length[start:start + batch_size]
-                batch = {key: torch.tensor([enc[key][k] for k in chunk]) for key in enc.keys()}
-                logits = model(**batch).logits.float()
-                if regression:
-                    for k, v in zip(chunk, logits[:, 0].tolist()):
-                        out[k] = [f"{v:.6g}"]
-                    continue
-                for k, p in zip(chunk, logits.softmax(-1).tolist()):
-                    best = max(range(len(p)), key=p.__getitem__)
-                    out[k] = [labels[best], f"{p[best]:.6f}"] + [f"{v:.6f}" for v in p]
+        for chunk in same_length_batches(ids, batch_size):
+            batch = {key: torch.tensor([enc[key][k] for k in chunk]) for key in enc.keys()}
+            logits = model(**batch).logits.float()
+            if regression:
+                for k, v in zip(chunk, logits[:, 0].tolist()):
+                    out[k] = [f"{v:.6g}"]
+                continue
+            for k, p in zip(chunk, logits.softmax(-1).tolist()):
+                best = max(range(len(p)), key=p.__getitem__)
+                out[k] = [labels[best], f"{p[best]:.6f}"] + [f"{v:.6f}" for v in p]
     skipped = len(lines) - len(numbers)
     if skipped:
         print(f"note: skipped {skipped} blank line(s); one output row per non-blank line", file=sys.stderr)
