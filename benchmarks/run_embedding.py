@@ -44,12 +44,15 @@ class Row:
     family: str  # minilm | mpnet
     recipe: str | None = None  # recipes/NAME.yaml; None: the model as it is (FP32, no training)
     emb_weight: float | None = None  # an ablation: the recipe with another weight of the embedding term
+    qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
 
 
 ROWS = {
     "minilm_fp32": Row("minilm"),
     "minilm_w1a8": Row("minilm", "embedding-minilm-w1a8"),
     "minilm_w1a8_emb1": Row("minilm", "embedding-minilm-w1a8", emb_weight=1.0),
+    "minilm_w1a8_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True),)),
+    "minilm_w1a8_4ep_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True), ("epochs", 4.0))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -88,7 +91,7 @@ def run_row(name: str, seed: int, args) -> dict:
     started_at = commit()
     model = str(SHARED / "models" / "all-MiniLM-L6-v2") if row.family == "minilm" else str(args.mpnet_dir)
     common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name, "commit": started_at,
-              "isa": " ".join(_isa()), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
+              "isa": " ".join(_isa()), "threads": __import__("torch").get_num_threads(), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
     if row.recipe is None:
         data = load_embedding_task(model, None, str(args.glue_dir))
         metrics = evaluate(model, None, data=data)["dev"]
@@ -100,10 +103,12 @@ def run_row(name: str, seed: int, args) -> dict:
 
     recipe = with_overrides(xtc.load_recipe(ROOT / "recipes" / f"{row.recipe}.yaml"), model=model, seed=seed,
                                 glue_dir=str(args.glue_dir), train_file=args.train_file)
-    if row.emb_weight is not None:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if row.emb_weight is not None:
         recipe = replace(recipe, distill=replace(recipe.distill, emb_weight=row.emb_weight))
+    if row.qat:
+        recipe = replace(recipe, qat=replace(recipe.qat, **dict(row.qat)))
     out = RUNS / f"embedding-{name}-{seed}"
     results = xtc.compress(recipe, out, resume=out.exists())
     file = out / "packed" / "model.xtc.safetensors"
@@ -116,7 +121,8 @@ def run_row(name: str, seed: int, args) -> dict:
             "train_wall_s": results["train_wall_s"], "sentences": None if args.train_file else "default corpus",
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
-            "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight, "file_bytes": file.stat().st_size,
+            "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight, "bf16": recipe.qat.bf16,
+            "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
 
 

@@ -11,21 +11,45 @@ from xtc.quantizers import quantize_activations
 ext = K.extension()
 pytestmark = pytest.mark.skipif(ext is None, reason=f"packed kernels unavailable: {K.kernel_info()['error']}")
 
-SHAPES = [(1, 16, 4), (13, 33, 10), (37, 50, 77), (25, 64, 128), (130, 96, 768)]  # (M, N, K), odd edges included
+# (M, N, K), odd edges included; K a multiple of 64 runs on AMX tiles (the others there on AVX-512),
+# with odd numbers of 16-token blocks and of 16-output tiles
+SHAPES = [(1, 16, 4), (13, 33, 10), (37, 50, 77), (25, 64, 128), (130, 96, 768), (20, 40, 64), (50, 50, 256)]
+ISAS = ["scalar", "avx2", "avx512_vnni", "amx"]  # every dispatch path of the kernels, slowest first
 
 
-def _isas():
-    host = ext.host_isa()
-    order = ["scalar", "avx2", "avx512_vnni"]
-    return order[: order.index(host) + 1]
+def _host_has(isa):
+    return ISAS.index(isa) <= ISAS.index(ext.host_isa())
 
 
-@pytest.fixture(params=_isas())
+@pytest.fixture(params=[pytest.param(i, marks=pytest.mark.skipif(
+    ext is not None and not _host_has(i), reason=f"this CPU cannot run the {i} path (host: "
+                                                   f"{ext.host_isa() if ext is not None else None})"))
+    for i in ISAS])
 def isa(request):
     previous = ext.get_isa()
     assert ext.set_isa(request.param) == request.param
     yield request.param
     ext.set_isa(previous)
+
+
+@pytest.mark.skipif(ext is None or not _host_has("amx"), reason="this CPU has no AMX: nothing to compare")
+def test_amx_and_avx512_paths_give_the_same_bits():
+    # one integer sum and one shared epilogue: the float outputs are identical, not merely close
+    torch.manual_seed(11)
+    previous = ext.get_isa()
+    try:
+        for m, n, k in [(128, 384, 384), (33, 100, 192)]:
+            for ternary in (False, True):
+                codes = _codes(n, k, ternary, seed=12)
+                prep = K.prepare_weights(codes, torch.rand(n), torch.randn(n), ternary)
+                x = torch.randn(m, k)
+                ys = []
+                for isa in ("amx", "avx512_vnni"):
+                    ext.set_isa(isa)
+                    ys.append(ext.linear(x, prep["wp"], prep["colsum128"], prep["alpha"], prep["bias_p"], n, 1))
+                assert torch.equal(*ys), (m, n, k, ternary)
+    finally:
+        ext.set_isa(previous)
 
 
 def _codes(n, k, ternary, seed=0):
@@ -108,7 +132,8 @@ def test_fused_gelu_and_ffn(isa):
     # torch agrees up to 1e4; near float32's maximum its AVX-512 path overflows to inf (its AVX2 path
     # does not), so the last value is compared with x only, above
     assert torch.equal(F.gelu(tails[:-1]), tails[:-1]) and torch.equal(F.gelu(-tails), torch.zeros_like(tails))
-    for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True)]:
+    # AMX for both linears, neither, and only the first (the intermediate width 96 is not a multiple of 64)
+    for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True), (150, 64, 96, True), (300, 128, 256, False)]:
         up, down = _codes(i, h, ternary, 6), _codes(h, i, ternary, 7)
         p1 = K.prepare_weights(up, torch.rand(i) * 0.1, torch.randn(i), ternary)
         p2 = K.prepare_weights(down, torch.rand(h) * 0.1, torch.randn(h), ternary)

@@ -171,3 +171,47 @@ def test_average_last_is_a_fraction():
     assert TrainConfig(average_last=0.25).average_last == 0.25
     with pytest.raises(ConfigError, match="average_last must be 0..1"):
         TrainConfig(average_last=1.5)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_autocasts_the_training_forward_only(tmp_path, bf16):
+    """TrainConfig.bf16: the KD forward of a training step (student and teacher) runs its matrix products
+    in bfloat16; evaluation, the weights and the loss handed to the optimizer stay float32."""
+    teacher, student = tiny_bert(layers=2), tiny_bert(layers=2)
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], max_steps=1)
+    trainer = XTCTrainer(model=student, args=args, teacher=teacher, layer_map=[0, 1], bf16=bf16)
+    seen = []
+    for model in (student, teacher):
+        model.bert.encoder.layer[0].attention.self.query.register_forward_hook(
+            lambda m, i, out, who=model: seen.append((who is student, out.dtype)))
+    batch = {"input_ids": torch.randint(1000, 2000, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long),
+             "labels": torch.tensor([0, 1])}
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    trained = torch.bfloat16 if bf16 else torch.float32
+    assert sorted(seen) == [(False, trained), (True, trained)] and loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+               for p in student.parameters())
+    seen.clear()
+    student.eval()
+    with torch.no_grad():
+        trainer.compute_loss(student, dict(batch))
+    assert seen == [(True, torch.float32)]  # evaluation: the student alone, in float32
+
+
+def test_bf16_is_a_training_option_of_recipes_and_the_command_line():
+    from xtc.errors import ConfigError
+    from xtc.recipe import recipe_from_dict
+    from xtc.train import TrainConfig
+
+    from xtc.recipe import apply_options
+
+    assert recipe_from_dict({"qat": {"bf16": True}}).qat.bf16 is True
+    assert TrainConfig().bf16 is False
+    given = apply_options(recipe_from_dict({}), {"bf16": True})  # --bf16: every training stage
+    assert given.finetune.bf16 and given.reduce.bf16 and given.qat.bf16
+    assert not apply_options(recipe_from_dict({"qat": {"bf16": True}}), {"bf16": False}).qat.bf16
+    with pytest.raises(ConfigError, match="bf16"):
+        TrainConfig(bf16="yes")

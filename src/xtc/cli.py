@@ -88,6 +88,9 @@ OPTIONS: dict[str, Opt] = {
     "average_last": Opt(Optional[float], None, "average the weights over this last fraction of the steps "
                                                "(stochastic weight averaging) for the end-of-budget model",
                         show_default="0 = off"),
+    "bf16": Opt(Optional[bool], None, "train under bfloat16 autocast (about 1.5x faster steps on CPUs with AMX; "
+                                      "weights and evaluation stay FP32)", ("--bf16/--fp32-training",),
+                show_default="--fp32-training"),
     # your own data instead of a GLUE task (xtc.data.own, xtc.data.token)
     "train_file": Opt(Optional[Path], None, "your own training data instead of --task: .csv / .tsv / .jsonl with "
                                             "named columns; for token classification a CoNLL-style file or .jsonl"),
@@ -111,7 +114,7 @@ OPTIONS: dict[str, Opt] = {
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
 QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
-            "group_by_length", "select_on", "average_last")
+            "group_by_length", "select_on", "average_last", "bf16")
 DATA = ("train_file", "dev_file", "dataset", "dataset_config", "task_type", "text_column", "text_pair_column",
         "label_column", "tokens_column", "tags_column", "labels", "dev_fraction")
 WRITING = ("resume", "overwrite")

@@ -170,6 +170,11 @@ class TrainConfig:
     # step, before its evaluation and checkpoint: the end-of-budget model is then the average rather
     # than the last iterate. 0 = off. After a resume the average starts again at the resume point.
     average_last: float = 0.0
+    # Run the training forward and backward under bfloat16 autocast (matrix products in bf16, the
+    # weights, the optimizer and every evaluation in FP32). On CPUs with AMX (Xeon 4th gen on) a KD step
+    # took 0.65x the time (MiniLM, MRPC); elsewhere it may be slower. benchmarks/README.md has what it
+    # does to the end-of-budget metric.
+    bf16: bool = False
 
     def __post_init__(self):
         self.check()
@@ -201,6 +206,7 @@ class TrainConfig:
         _flag(owner, "group_by_length", self.group_by_length)
         _number(owner, "latent_lr_scale", self.latent_lr_scale, low=0, low_open=True)
         _number(owner, "average_last", self.average_last, low=0, high=1)
+        _flag(owner, "bf16", self.bf16)
         _number(owner, "seed", self.seed, integer=True, low=0)
         ok = self.select_on in ("dev", "last")
         if isinstance(self.select_on, str) and self.select_on.startswith("train:"):

@@ -93,8 +93,9 @@ class XTCTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher=None, layer_map: Sequence[int] = (), distill_config=None,
-                 latent_lr_scale: float = 1.0, evaluator=None, **kwargs):
+                 latent_lr_scale: float = 1.0, evaluator=None, bf16: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.bf16 = bf16  # autocast the training forward (the teacher's too); evaluation stays FP32
         self.latent_lr_scale = latent_lr_scale
         self.evaluator = evaluator  # a task scored without logits (embeddings): fn(model, dev_set) -> metrics
         self.distiller = None
@@ -126,12 +127,15 @@ class XTCTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        autocast = torch.autocast(self.args.device.type, dtype=torch.bfloat16, enabled=self.bf16 and model.training)
         if self.distiller is None or not model.training:
-            outputs = model(**inputs)
+            with autocast:
+                outputs = model(**inputs)
             loss = outputs.loss
         else:
             self.distiller.student = model  # the (possibly wrapped) model being trained
-            loss, outputs, parts = self.distiller(**inputs)
+            with autocast:
+                loss, outputs, parts = self.distiller(**inputs)
             for k, v in parts.items():
                 self._parts[k] += v
             self._parts_count += 1
@@ -261,6 +265,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         layer_map=layer_map,
         distill_config=distill_config,
         latent_lr_scale=config.latent_lr_scale,
+        bf16=config.bf16,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StageProgress(stage or output_dir.name))

@@ -10,8 +10,10 @@ Weights are re-arranged once, at load time, from the canonical codes into the ke
 (see the comment at the top of the C++ file): tiles of 16 outputs x 4 inputs, one 64-bit mask per
 tile and plane (binary: 1 plane = 1 bit/weight; ternary: nonzero + negative planes = 2 bits/weight).
 
-The instruction set is picked at run time (AVX-512 VNNI, AVX2 or portable scalar code, all in one
-build); ``XTC_KERNEL_ISA=avx2|scalar`` or ``extension().set_isa(...)`` forces a slower path.
+The instruction set is picked at run time (AMX-INT8 tiles, AVX-512 VNNI, AVX2 or portable scalar code,
+all in one build); ``XTC_KERNEL_ISA=avx512|avx2|scalar`` or ``extension().set_isa(...)`` forces a slower
+path. AMX expands the 1-2 bit weights to int8 tiles in a small per-thread buffer, call by call: the
+weights stay packed in memory.
 Threads: ``torch.set_num_threads`` (the kernels run in torch's OpenMP pool via at::parallel_for).
 """
 

@@ -20,10 +20,15 @@
 // Activations are re-packed per call into blocks of MR tokens: block[k4][r] is the 4 bytes
 // (columns 4k4..4k4+3) of token r, so the micro-kernel reads them with one 32-bit broadcast.
 //
-// Three code paths chosen at run time (cpuid): AVX-512 VNNI, AVX2, portable scalar. Each is
-// compiled with a function-level target attribute, so one build runs on any x86-64 CPU and the
-// build cache can be shared between machines. XTC_KERNEL_ISA=scalar|avx2|avx512 (or set_isa)
-// forces a path (tests run all three). CPUs without VNNI (AVX2 only) multiply with vpmaddubsw and
+// Four code paths chosen at run time (cpuid): AMX-INT8, AVX-512 VNNI, AVX2, portable scalar. Each
+// is compiled with a function-level target attribute, so one build runs on any x86-64 CPU and the
+// build cache can be shared between machines. XTC_KERNEL_ISA=scalar|avx2|avx512|amx (or set_isa)
+// forces a path (tests run every one the host has).
+// AMX (Xeon 4th generation on) multiplies 16 x 64 int8 activation tiles by 64 x 16 weight tiles in
+// one instruction (tdpbusd, the same u8 x s8 arithmetic as vpdpbusd). Its weight tile is 16 of the
+// 64-bit masks above, expanded to bytes in a small per-thread buffer (the packed weights stay 1-2 bit
+// in memory); its activations are blocked as [16 tokens][64 bytes] per tile (see quantize_pack).
+// Linears whose input width is not a multiple of 64 take the AVX-512 path. CPUs without VNNI (AVX2 only) multiply with vpmaddubsw and
 // sum 64 steps in int16 before widening; they expand a whole weight tile to bytes once per task
 // (see expand_tile_avx2).
 
@@ -42,20 +47,42 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define XTC_X86 1
 #include <immintrin.h>
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #else
 #define XTC_X86 0
 #endif
 
 namespace {
 
-enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+enum Isa { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2, ISA_AMX = 3 };
+
+// AMX needs the CPU (cpuid), the OS (XCR0 tile state) and, on Linux, a per-process permission to use
+// the 8 KB tile data state (arch_prctl ARCH_REQ_XCOMP_PERM); without any of them: no AMX.
+bool amx_usable() {
+#if XTC_X86 && defined(__GNUC__) && defined(__linux__)
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;  // OSXSAVE: xgetbv allowed
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return false;
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if (((lo >> 17) & 3) != 3) return false;  // XTILECFG and XTILEDATA enabled by the OS
+  const long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 int detect_isa() {
 #if XTC_X86 && defined(__GNUC__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vnni"))
-    return ISA_AVX512;
+    return amx_usable() ? ISA_AMX : ISA_AVX512;
   if (__builtin_cpu_supports("avx2")) return ISA_AVX2;
 #endif
   return ISA_SCALAR;
@@ -71,6 +98,7 @@ int active_isa() {
       std::string e(env);
       if (e == "scalar") g_isa = ISA_SCALAR;
       else if (e == "avx2") g_isa = std::min(kHostIsa, (int)ISA_AVX2);
+      else if (e == "avx512" || e == "avx512_vnni") g_isa = std::min(kHostIsa, (int)ISA_AVX512);
     }
   }
   return g_isa;
@@ -89,7 +117,13 @@ int active_isa() {
 #ifndef XTC_MR_AVX2
 #define XTC_MR_AVX2 4
 #endif
-int block_rows(int isa) { return isa == ISA_AVX512 ? XTC_MR : isa == ISA_AVX2 ? XTC_MR_AVX2 : 4; }
+int block_rows(int isa) { return isa >= ISA_AVX512 ? XTC_MR : isa == ISA_AVX2 ? XTC_MR_AVX2 : 4; }
+static_assert(XTC_MR == 16, "the AMX path shares the AVX-512 activation blocks of 16 tokens");
+
+// The path one GEMM takes: AMX tiles span 64 input columns, so other widths go to AVX-512 VNNI.
+int gemm_isa(int isa, int64_t K) { return isa == ISA_AMX && K % 64 != 0 ? ISA_AVX512 : isa; }
+// Weight tiles (16 outputs each) per column block, the unit of work along N.
+int64_t tiles_per_block(int isa) { return isa == ISA_AMX ? 2 : isa == ISA_AVX512 ? XTC_NB : 1; }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -194,7 +228,7 @@ __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64
 
 void quantize_row(int isa, const float* x, int64_t K, uint8_t* u, float* s) {
 #if XTC_X86
-  if (isa == ISA_AVX512) return quantize_row_avx512(x, K, u, s);
+  if (isa >= ISA_AVX512) return quantize_row_avx512(x, K, u, s);
   if (isa == ISA_AVX2) return quantize_row_avx2(x, K, u, s);
 #endif
   quantize_row_scalar(x, K, u, s);
@@ -203,6 +237,8 @@ void quantize_row(int isa, const float* x, int64_t K, uint8_t* u, float* s) {
 void gelu_row(int isa, float* x, int64_t n);  // defined with the vector GELUs below
 
 // Quantize x [M, K] and pack it into blocks of MR tokens: out[mb][k4][r] = 4 bytes (u8 = q + 128).
+// On the AMX path (gemm_isa: K a multiple of 64) a block is instead [K/64][r][16 x 4 bytes]: token
+// r's 64 columns of one tile are one 64-byte row, and each tile is 1 KB of contiguous memory.
 // Padding (columns past K, tokens past M) is 128, i.e. q = 0, which contributes nothing.
 // gelu_first: x is scratch that gets GELU in place, row by row, just before the row is quantized
 // (the fused FFN's intermediate), while the row is in L1: cheaper than GELU in the up projection's
@@ -210,6 +246,7 @@ void gelu_row(int isa, float* x, int64_t n);  // defined with the vector GELUs b
 void quantize_pack(int isa, float* x, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s,
                    bool gelu_first = false) {
   const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
+  const bool amx = gemm_isa(isa, 4 * K4) == ISA_AMX;
   // At least ~64K values per task: a parallel region costs more than quantizing a small batch.
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, MR * K));
   at::parallel_for(0, MB, grain, [&](int64_t b0, int64_t b1) {
@@ -223,6 +260,10 @@ void quantize_pack(int isa, float* x, int64_t M, int64_t K, int64_t MR, uint32_t
           quantize_row(isa, x + m * K, K, row.data(), s + m);
         } else {
           std::fill(row.begin(), row.end(), (uint8_t)128);
+        }
+        if (amx) {
+          for (int64_t c = 0; c < K4 / 16; ++c) std::memcpy(blk + (c * MR + r) * 16, row.data() + 64 * c, 64);
+          continue;
         }
         for (int64_t k4 = 0; k4 < K4; ++k4) {
           uint32_t w;
@@ -350,6 +391,27 @@ XTC_AVX512 __m512 gelu_avx512(__m512 x) {
   return _mm512_mul_ps(_mm512_mul_ps(x, _mm512_set1_ps(0.5f)), _mm512_add_ps(_mm512_set1_ps(1.f), e));
 }
 
+// Epilogue of one 16-output tile for `rows` tokens from m0: acc[r][16] int32 ->
+// (acc - 128 colsum) * s[m] * alpha[n] + bias[n] (then GELU), masked at the right and bottom edges.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void epilogue_avx512(const GemmArgs& g, int64_t m0,
+                                                                           int64_t rows, int64_t n0,
+                                                                           const int32_t* acc) {
+  const int64_t valid = std::min<int64_t>(16, g.N - n0);
+  if (valid <= 0) return;
+  const __mmask16 nm = valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
+  const __m512i c = _mm512_loadu_si512(g.colsum128 + n0);
+  const __m512 al = _mm512_loadu_ps(g.alpha + n0), bi = _mm512_loadu_ps(g.bias + n0);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t m = m0 + r;
+    if (m >= g.M) break;
+    __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_loadu_si512(acc + 16 * r), c));
+    v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g.s[m])), al);
+    v = _mm512_add_ps(v, bi);
+    if (g.act == ACT_GELU) v = gelu_avx512(v);
+    _mm512_mask_storeu_ps(g.y + m * g.N + n0, nm, v);
+  }
+}
+
 // MR tokens x NB tiles (16 outputs each). Accumulators stay in registers over the whole K.
 template <int MR, int NB, int P>
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const GemmArgs& g, int64_t mb,
@@ -377,29 +439,12 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void micro_avx512(const G
       for (int b = 0; b < NB; ++b) acc[r][b] = _mm512_dpbusd_epi32(acc[r][b], a, w[b]);
     }
   }
-  alignas(64) int32_t buf[MR][NB][16];
+  alignas(64) int32_t buf[NB][MR][16];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) _mm512_store_si512((void*)buf[r][b], acc[r][b]);
-  // Epilogue: (acc - 128 colsum) * s[m] * alpha[n] + bias[n], masked at the right edge.
-  for (int b = 0; b < NB; ++b) {
-    const int64_t n0 = (t0 + b) * 16;
-    const int64_t valid = std::min<int64_t>(16, g.N - n0);
-    if (valid <= 0) break;
-    const __mmask16 nm = valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
-    const __m512i c = _mm512_loadu_si512(g.colsum128 + n0);
-    const __m512 al = _mm512_loadu_ps(g.alpha + n0), bi = _mm512_loadu_ps(g.bias + n0);
-    for (int r = 0; r < MR; ++r) {
-      const int64_t m = mb * MR + r;
-      if (m >= g.M) break;
-      __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512((const void*)buf[r][b]), c));
-      v = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(g.s[m])), al);
-      v = _mm512_add_ps(v, bi);
-      if (g.act == ACT_GELU) v = gelu_avx512(v);
-      _mm512_mask_storeu_ps(g.y + m * g.N + n0, nm, v);
-    }
-  }
+    for (int b = 0; b < NB; ++b) _mm512_store_si512((void*)buf[b][r], acc[r][b]);
+  for (int b = 0; b < NB; ++b) epilogue_avx512(g, mb * MR, MR, (t0 + b) * 16, buf[b][0]);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) int64_t gelu_vec(const float* x, float* y, int64_t n) {
@@ -536,6 +581,93 @@ __attribute__((target("avx2,fma"))) void micro_avx2(const GemmArgs& g, int64_t m
       y[i] = finish(buf[r][i], g.colsum128[n0 + i], g.s[m], g.alpha[n0 + i], g.bias[n0 + i], g.act);
   }
 }
+
+// ------------------------------------------------------------------------------------------
+// AMX: tiles of 16 tokens x 64 inputs (A, from quantize_pack's AMX blocks) times 64 inputs x 16
+// outputs (B, expanded from 16 weight masks), summed into 16 x 16 int32 tiles (C). Eight tile
+// registers: C 0-3 (2 token blocks x 2 weight tiles), A 4-5, B 6-7.
+// ------------------------------------------------------------------------------------------
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+TileConfig make_tile_config() {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+  return cfg;
+}
+// A global, not a local: gcc 12 drops the stores into a local config as dead (it does not see
+// ldtilecfg read them), and ldtilecfg then faults on the garbage.
+const TileConfig kTileConfig = make_tile_config();
+
+__attribute__((target("amx-tile"))) void amx_configure() { _tile_loadconfig(&kTileConfig); }
+
+__attribute__((target("amx-tile"))) void amx_release() { _tile_release(); }
+
+// Expand the weight masks of tiles [t0, t0 + nt) over all of K into B tiles: out[c][b] is the 1 KB
+// tile of K columns 64c..64c+63 and tile t0 + b, row k4 = the 64 bytes of mask (t0 + b, 16c + k4).
+template <int P>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void expand_panel_amx(const GemmArgs& g, int64_t t0,
+                                                                            int64_t nt, int8_t* out) {
+  const int64_t KC = g.K4 / 16;
+  for (int64_t c = 0; c < KC; ++c)
+    for (int64_t b = 0; b < nt; ++b) {
+      const uint64_t* w = g.wp + ((t0 + b) * g.K4 + 16 * c) * P;
+      int8_t* tile = out + (c * nt + b) * 1024;
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) _mm512_store_si512((void*)(tile + 64 * r), expand_avx512<P>(w + r * P));
+    }
+}
+
+// NM token blocks (16 tokens each, from mb) x NN weight tiles (from t0) over all of K.
+template <int NM, int NN>
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vnni"))) void amx_block(
+    const GemmArgs& g, int64_t mb, int64_t t0, const int8_t* bexp, int64_t nt) {
+  const int64_t KC = g.K4 / 16;
+  const int8_t* a0 = (const int8_t*)(g.ap + mb * g.K4 * 16);
+  const int8_t* a1 = a0 + g.K4 * 64;  // the next block of 16 tokens
+  _tile_zero(0);
+  if (NN > 1) _tile_zero(1);
+  if (NM > 1) _tile_zero(2);
+  if (NM > 1 && NN > 1) _tile_zero(3);
+  for (int64_t c = 0; c < KC; ++c) {
+    _tile_loadd(4, a0 + 1024 * c, 64);
+    _tile_loadd(6, bexp + 1024 * (c * nt), 64);
+    _tile_dpbusd(0, 4, 6);
+    if (NN > 1) {
+      _tile_loadd(7, bexp + 1024 * (c * nt + 1), 64);
+      _tile_dpbusd(1, 4, 7);
+    }
+    if (NM > 1) {
+      _tile_loadd(5, a1 + 1024 * c, 64);
+      _tile_dpbusd(2, 5, 6);
+      if (NN > 1) _tile_dpbusd(3, 5, 7);
+    }
+  }
+  alignas(64) int32_t buf[4][16 * 16];
+  _tile_stored(0, buf[0], 64);
+  if (NN > 1) _tile_stored(1, buf[1], 64);
+  if (NM > 1) _tile_stored(2, buf[2], 64);
+  if (NM > 1 && NN > 1) _tile_stored(3, buf[3], 64);
+  for (int i = 0; i < NM; ++i)
+    for (int j = 0; j < NN; ++j) epilogue_avx512(g, (mb + i) * 16, 16, (t0 + j) * 16, buf[2 * i + j]);
+}
+
+// Token blocks [mb0, mb1) of column block cb (tiles 2cb, 2cb + 1): its weights are expanded once
+// into a per-thread buffer (K x 32 bytes: 96 KB for K = 3072) and reused by every token block.
+void gemm_rows_amx(const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb) {
+  thread_local AlignedScratch scratch;
+  const int64_t t0 = 2 * cb, nt = std::min<int64_t>(2, g.NT - t0);
+  int8_t* bexp = scratch.get(g.K4 * 64 * nt);
+  g.P == 1 ? expand_panel_amx<1>(g, t0, nt, bexp) : expand_panel_amx<2>(g, t0, nt, bexp);
+  amx_configure();
+  int64_t mb = mb0;
+  for (; mb + 2 <= mb1; mb += 2) nt == 2 ? amx_block<2, 2>(g, mb, t0, bexp, nt) : amx_block<2, 1>(g, mb, t0, bexp, nt);
+  if (mb < mb1) nt == 2 ? amx_block<1, 2>(g, mb, t0, bexp, nt) : amx_block<1, 1>(g, mb, t0, bexp, nt);
+  amx_release();
+}
 #endif
 
 // One (row block, column block) unit of work, on whichever path the ISA selects.
@@ -558,6 +690,7 @@ inline void gemm_block(int isa, const GemmArgs& g, int64_t mb, int64_t cb) {
 // Row blocks [mb0, mb1) of one column block: the unit of work of every caller.
 void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb) {
 #if XTC_X86
+  if (isa == ISA_AMX) return gemm_rows_amx(g, mb0, mb1, cb);
   if (isa == ISA_AVX2) {
     thread_local AlignedScratch scratch;  // per thread, kept between calls
     int8_t* expanded = scratch.get(g.K4 * 64);
@@ -582,15 +715,14 @@ void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
   std::vector<int64_t> first(gs.size() + 1, 0);  // first task of each linear
   for (size_t i = 0; i < gs.size(); ++i) {
     const int64_t MB = ceil_div(gs[i].M, gs[i].MR);
-    const int64_t NB = isa == ISA_AVX512 ? XTC_NB : 1;  // tiles per column block
-    first[i + 1] = first[i] + ceil_div(MB, chunk_blocks(isa)) * ceil_div(gs[i].NT, NB);
+    first[i + 1] = first[i] + ceil_div(MB, chunk_blocks(isa)) * ceil_div(gs[i].NT, tiles_per_block(isa));
   }
   at::parallel_for(0, first.back(), 1, [&](int64_t t0, int64_t t1) {
     size_t i = 0;
     for (int64_t task = t0; task < t1; ++task) {
       while (task >= first[i + 1]) ++i;
       const GemmArgs& g = gs[i];
-      const int64_t NCB = ceil_div(g.NT, isa == ISA_AVX512 ? XTC_NB : 1);
+      const int64_t NCB = ceil_div(g.NT, tiles_per_block(isa));
       const int64_t local = task - first[i], c = local / NCB, cb = local % NCB;
       const int64_t mb_end = std::min(ceil_div(g.M, g.MR), (c + 1) * chunk_blocks(isa));
       gemm_rows(isa, g, c * chunk_blocks(isa), mb_end, cb);
@@ -650,7 +782,7 @@ torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp,
                             torch::Tensor alpha, torch::Tensor bias, int64_t N, int64_t act) {
   torch::Tensor y;
   GemmArgs g = make_args(ap, s, wp, colsum128, alpha, bias, N, act, y);
-  if (g.M > 0) gemm(active_isa(), g);
+  if (g.M > 0) gemm(gemm_isa(active_isa(), 4 * g.K4), g);
   return y;
 }
 
@@ -665,7 +797,7 @@ std::vector<torch::Tensor> linear_multi(torch::Tensor ap, torch::Tensor s, std::
     gs.push_back(make_args(ap, s, w[0].cast<torch::Tensor>(), w[1].cast<torch::Tensor>(), w[2].cast<torch::Tensor>(),
                            w[3].cast<torch::Tensor>(), w[4].cast<int64_t>(), w[5].cast<int64_t>(), ys[i]));
   }
-  if (s.numel() > 0) gemm_multi(active_isa(), gs);
+  if (s.numel() > 0) gemm_multi(gemm_isa(active_isa(), 4 * ap.size(1)), gs);
   return ys;
 }
 
@@ -685,6 +817,7 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   check_weights(wp1, c1, a1, b1, N1);
   check_weights(wp2, c2, a2, b2, N2);
   const int isa = active_isa();
+  const int isa1 = gemm_isa(isa, 4 * wp1.size(1)), isa2 = gemm_isa(isa, 4 * wp2.size(1));
   const int64_t MR = block_rows(isa);
   TORCH_CHECK(ap.dim() == 3 && ap.size(2) == MR && ap.scalar_type() == torch::kInt32 && ap.size(1) == wp1.size(1),
               "xtc kernel: packed activations do not fit the first linear");
@@ -712,14 +845,14 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
                   c1.data_ptr<int32_t>(), a1.data_ptr<float>(), b1.data_ptr<float>(), h.data(), rows, N1,
                   wp1.size(1), wp1.size(0), MR, wp1.size(2), ACT_NONE};  // act: applied by quantize_pack
       // column block outer: its weight tiles stay in L1 while the chunk's tokens (in L2) pass by
-      for (int64_t cb = 0; cb < ceil_div(g1.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
-        gemm_rows(isa, g1, 0, ceil_div(rows, MR), cb);
+      for (int64_t cb = 0; cb < ceil_div(g1.NT, tiles_per_block(isa1)); ++cb)
+        gemm_rows(isa1, g1, 0, ceil_div(rows, MR), cb);
       quantize_pack(isa, h.data(), rows, N1, MR, hp.data(), hs.data(), act == ACT_GELU);  // nested: this thread
       GemmArgs g2{hp.data(), hs.data(), (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(),
                   a2.data_ptr<float>(), b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1),
                   wp2.size(0), MR, wp2.size(2), ACT_NONE};
-      for (int64_t cb = 0; cb < ceil_div(g2.NT, isa == ISA_AVX512 ? XTC_NB : 1); ++cb)
-        gemm_rows(isa, g2, 0, ceil_div(rows, MR), cb);
+      for (int64_t cb = 0; cb < ceil_div(g2.NT, tiles_per_block(isa2)); ++cb)
+        gemm_rows(isa2, g2, 0, ceil_div(rows, MR), cb);
     }
   });
   return y;
@@ -728,7 +861,7 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
 void gelu_row(int isa, float* x, int64_t n) {
   int64_t i = 0;
 #if XTC_X86
-  if (isa == ISA_AVX512) i = gelu_vec(x, x, n);
+  if (isa >= ISA_AVX512) i = gelu_vec(x, x, n);
   if (isa == ISA_AVX2) i = gelu_vec_avx2(x, x, n);
 #endif
   for (; i < n; ++i) x[i] = gelu_scalar(x[i]);
@@ -803,7 +936,7 @@ std::vector<torch::Tensor> quantize_activations(torch::Tensor x) {
 }
 
 std::string isa_name(int isa) {
-  return isa == ISA_AVX512 ? "avx512_vnni" : isa == ISA_AVX2 ? "avx2" : "scalar";
+  return isa == ISA_AMX ? "amx" : isa == ISA_AVX512 ? "avx512_vnni" : isa == ISA_AVX2 ? "avx2" : "scalar";
 }
 
 std::string get_isa() { return isa_name(active_isa()); }
@@ -811,9 +944,9 @@ std::string host_isa() { return isa_name(kHostIsa); }
 
 // Force a path; asking for more than the CPU has falls back to the best it has.
 std::string set_isa(const std::string& name) {
-  int want = name == "avx512_vnni" || name == "avx512" ? ISA_AVX512 : name == "avx2" ? ISA_AVX2
+  int want = name == "amx" ? ISA_AMX : name == "avx512_vnni" || name == "avx512" ? ISA_AVX512 : name == "avx2" ? ISA_AVX2
            : name == "scalar" ? ISA_SCALAR : -1;
-  TORCH_CHECK(want >= 0, "xtc kernel: unknown ISA '", name, "' (scalar, avx2, avx512)");
+  TORCH_CHECK(want >= 0, "xtc kernel: unknown ISA '", name, "' (scalar, avx2, avx512, amx)");
   g_isa = std::min(want, kHostIsa);
   return get_isa();
 }
@@ -821,7 +954,7 @@ std::string set_isa(const std::string& name) {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "xtc packed 1/2-bit x int8 linear kernels (AVX-512 VNNI / AVX2 / scalar)";
+  m.doc() = "xtc packed 1/2-bit x int8 linear kernels (AMX / AVX-512 VNNI / AVX2 / scalar)";
   m.def("pack_activations", &pack_activations, "quantize x to int8 per token and pack for the kernel");
   m.def("linear_packed", &linear_packed, "y = act(s * alpha * (q @ w^T) + bias) from packed activations");
   m.def("linear_multi", &linear_multi, "several linears of one packed input in one parallel region");
