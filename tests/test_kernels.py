@@ -198,3 +198,42 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
     lin = PackedLinear(_codes(20, 12, False), torch.tensor([0.1]), None, "binary", 8)
     x = torch.randn(3, 12)
     torch.testing.assert_close(lin(x), K.linear_reference(x, lin.codes(), torch.full((20,), 0.1), None))
+
+
+def _attention_reference(q, k, v, batch, heads, scale, mask=None, bias=None):
+    rows, width = q.shape
+    t, d = rows // batch, width // heads
+
+    def split(x):
+        return x.view(batch, t, heads, d).transpose(1, 2)
+
+    scores = torch.matmul(split(q), split(k).transpose(-1, -2)) * scale
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return torch.matmul(torch.softmax(scores, -1), split(v)).transpose(1, 2).reshape(rows, width)
+
+
+@pytest.mark.skipif(ext is None or not ext.float_ops_available(), reason="attention / LayerNorm kernels: AVX-512 hosts only")
+def test_attention_and_layer_norm_kernels_match_torch():
+    torch.manual_seed(13)
+    for b, t, h, d in [(1, 128, 12, 32), (2, 7, 4, 16), (3, 70, 2, 64), (1, 1, 1, 16), (2, 65, 3, 48)]:
+        q, k, v = (torch.randn(b * t, h * d) * 2 for _ in range(3))
+        keep = torch.ones(b, 1, t, t, dtype=torch.bool)
+        keep[-1, :, :, t // 2 + 1:] = False  # padded keys of the last sequence
+        additive = torch.zeros(b, 1, 1, t)
+        additive[-1, ..., t // 2 + 1:] = torch.finfo(torch.float32).min  # transformers' extended mask
+        bias = torch.randn(1, h, t, t)  # MPNet's relative-position bias
+        for mask, bias_ in [(None, None), (keep, None), (additive, bias)]:
+            y = K.attention(q, k, v, b, h, d**-0.5, mask, bias_)
+            torch.testing.assert_close(y, _attention_reference(q, k, v, b, h, d**-0.5, mask, bias_), rtol=1e-5, atol=1e-5)
+    x, res = torch.randn(2, 5, 384) * 3, torch.randn(2, 5, 384)
+    norm = torch.nn.LayerNorm(384, eps=1e-12)
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(K.add_layer_norm(x.view(10, 384), res, norm), norm(x + res).view(10, 384),
+                                   rtol=1e-5, atol=1e-5)
+    # what the kernels do not take goes to torch's operators
+    assert not K.float_ops(8) and K.float_ops(32) and not K.float_ops(32, torch.zeros(1, 2, 1, 5))
+    assert not K.float_ops(32, torch.zeros(1, 1, 1, 5, dtype=torch.float16))

@@ -1,5 +1,6 @@
-"""The packed model's lean block forward gives exactly transformers' outputs, and steps aside for
-anything it does not cover (hooks, attention capture, training mode)."""
+"""The packed model's lean block forward gives exactly transformers' outputs (with xtc's own attention
+and LayerNorm kernels: to float rounding), and steps aside for anything it does not cover (hooks,
+attention capture, training mode)."""
 
 import pytest
 import torch
@@ -46,14 +47,23 @@ def _blocks(model):
 def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
     model = _packed(family, bits, tmp_path)
     assert len(_blocks(model)) == 2  # load_packed switched every block on
-    inputs = _inputs()
-    with torch.inference_mode():
+    inputs = _inputs()  # padded rows: the attention mask matters
+    calls = []
+    attention = kernels.attention
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernels, "attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
+        fused = model(**inputs).logits  # xtc's attention + LayerNorm where the host has them
+        assert use_lean_blocks(model, True, float_kernels=False) == 0  # on already: only the option changes
         lean = model(**inputs, output_hidden_states=True)
+        lean_logits = model(**inputs).logits
         assert use_lean_blocks(model, False) == 2 and not _blocks(model)
         reference = model(**inputs, output_hidden_states=True)
-    assert torch.equal(lean.logits, reference.logits)
-    assert not torch.equal(lean.logits[0], lean.logits[1])  # a real forward, not a constant
-    # transformers captures hidden states with a hook on the block itself: still recorded
+    assert len(calls) == (2 if kernels.float_ops(16) else 0)
+    assert torch.equal(lean_logits, reference.logits) and torch.equal(lean.logits, reference.logits)
+    assert not torch.equal(lean_logits[0], lean_logits[1])  # a real forward, not a constant
+    torch.testing.assert_close(fused, reference.logits, rtol=1e-5, atol=1e-5)
+    # transformers captures hidden states with a hook on the block itself: still recorded (with
+    # output_hidden_states it also hooks BERT's self-attention, and those blocks then step aside)
     assert len(lean.hidden_states) == 3
     for a, b in zip(lean.hidden_states, reference.hidden_states):
         assert torch.equal(a, b)
@@ -70,6 +80,7 @@ def test_hooks_inside_a_block_and_training_mode_take_the_transformers_path(tmp_p
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(attention_cls, "forward", counted)
+    use_lean_blocks(model, True, float_kernels=False)  # torch's float operators, to compare to the bit
     with torch.inference_mode():
         expected = model(**inputs).logits
     assert calls == []  # the lean path does not call transformers' self-attention

@@ -256,3 +256,30 @@ def packed_ffn(x: torch.Tensor, up: dict, n_up: int, down: dict, n_down: int,
     ap, s = ext.pack_activations(x.reshape(-1, x.shape[-1]).float())
     return ext.ffn_packed(ap, s, up["wp"], up["colsum128"], up["alpha"], up["bias_p"], n_up,
                           down["wp"], down["colsum128"], down["alpha"], down["bias_p"], n_down, ACTIVATIONS[act])
+
+
+# ------------------------------------------------------------------------------------------------
+# The float parts of a block (attention, residual + LayerNorm) on AVX-512 / AMX hosts
+# ------------------------------------------------------------------------------------------------
+def float_ops(head_size: int, mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> bool:
+    """Whether the lean forward can hand attention and LayerNorm to the kernels: an AVX-512 host (or
+    AMX), a head size that is a multiple of 16, and a mask / bias of the shapes the kernel takes
+    (mask: none, or bool / float32 ``[B, 1, 1 or T, T]``; bias: float32 ``[1 or B, H, T, T]``)."""
+    ext = extension()
+    if ext is None or head_size % 16 or not ext.float_ops_available():
+        return False
+    if mask is not None and (mask.dim() != 4 or mask.shape[1] != 1 or mask.dtype not in (torch.bool, torch.float32)):
+        return False
+    return bias is None or (bias.dim() == 4 and bias.dtype == torch.float32)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int, heads: int, scale: float,
+              mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias + mask) v per head, for q, k, v ``[batch * T, heads * D]`` as the
+    projections give them; returns the context in the same layout (heads side by side)."""
+    return extension().attention(q, k, v, batch, heads, scale, mask, bias)
+
+
+def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
+    """``norm(x + residual)`` in one pass over each row; ``[M, N]`` (x's rows, whatever residual's shape)."""
+    return extension().add_layer_norm(x, residual.reshape(x.shape), norm.weight, norm.bias, norm.eps)

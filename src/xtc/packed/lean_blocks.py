@@ -6,8 +6,9 @@ every call, the attention-interface dispatch, the feed-forward chunking helper, 
 per block (the ``packed_w1a8_hf_blocks`` variant of ``benchmarks/bench_inference.py`` measures the
 difference). The lean forward does the same arithmetic in
 the same order (query/key/value in one kernel call, SDPA, attention output + residual + LayerNorm,
-fused FFN + residual + LayerNorm), so its outputs equal transformers' to the last bit; tests
-compare the two.
+fused FFN + residual + LayerNorm). On hosts with AVX-512 attention and residual + LayerNorm run in xtc's
+own kernels (``float_kernels``): the same formulas, another order of float operations. With
+``float_kernels=False`` the outputs equal transformers' to the last bit; tests compare the two.
 
 Installed by ``load_packed`` on blocks of the BERT layout (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT:
 the same block code in transformers) and of MPNet's (its own eager attention with the relative-position
@@ -90,10 +91,14 @@ def _lean_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tenso
     b, t, h = hidden_states.shape
     heads, head_size = attn_self.num_attention_heads, attn_self.attention_head_size
     qkv = kernels.packed_linears(hidden_states, [attn_self.query, attn_self.key, attn_self.value])
+    attn_out = self.attention.output
+    if self._xtc_float_kernels and kernels.float_ops(head_size, attention_mask):  # xtc's AVX-512 kernels
+        context = kernels.attention(*qkv, b, heads, attn_self.scaling, attention_mask)
+        attended = kernels.add_layer_norm(attn_out.dense(context), hidden_states, attn_out.LayerNorm)
+        return kernels.add_layer_norm(self.intermediate(attended), attended, self.output.LayerNorm).view(b, t, h)
     q, k, v = (y.view(b, t, heads, head_size).transpose(1, 2) for y in qkv)
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn_self.scaling)
     context = context.transpose(1, 2).reshape(b, t, h)
-    attn_out = self.attention.output
     attended = attn_out.LayerNorm(attn_out.dense(context) + hidden_states)
     return self.output.LayerNorm(self.intermediate(attended) + attended)
 
@@ -109,8 +114,13 @@ def _lean_mpnet_forward(self, hidden_states: torch.Tensor, attention_mask: torch
     attn = self.attention.attn
     b, t, _ = hidden_states.shape
     head_size = attn.attention_head_size
-    q, k, v = (y.view(b, t, -1, head_size).transpose(1, 2)
-               for y in kernels.packed_linears(hidden_states, [attn.q, attn.k, attn.v]))
+    qkv = kernels.packed_linears(hidden_states, [attn.q, attn.k, attn.v])
+    if self._xtc_float_kernels and kernels.float_ops(head_size, attention_mask, position_bias):
+        context = kernels.attention(*qkv, b, attn.num_attention_heads, 1 / math.sqrt(head_size), attention_mask,
+                                    position_bias)
+        attended = kernels.add_layer_norm(attn.o(context), hidden_states, self.attention.LayerNorm)
+        return (kernels.add_layer_norm(self.intermediate(attended), attended, self.output.LayerNorm).view(b, t, -1),)
+    q, k, v = (y.view(b, t, -1, head_size).transpose(1, 2) for y in qkv)
     scores = torch.matmul(q, k.transpose(-1, -2))
     scores = scores / math.sqrt(head_size)
     if position_bias is not None:
@@ -134,15 +144,22 @@ def _lean_class(cls: type, forward) -> type:
     return _lean_classes[cls]
 
 
-def use_lean_blocks(model: nn.Module, enabled: bool = True) -> int:
+def use_lean_blocks(model: nn.Module, enabled: bool = True, float_kernels: bool = True) -> int:
     """Switch the lean block forward on (or back off) for every capable block of ``model``.
-    Returns the number of blocks switched."""
+    ``float_kernels``: attention and residual + LayerNorm in xtc's AVX-512 kernels where the host has
+    them (faster; equal to transformers' arithmetic to float rounding, which the 8-bit re-quantization
+    of the next linear can turn into one code step here and there); False: torch's own operators, so
+    that the outputs equal transformers' to the bit. Switching on blocks that are on already only sets
+    ``float_kernels``. Returns the number of blocks switched on or off."""
     switched = 0
     for block in model.modules():
         base = getattr(type(block), "_xtc_base_class", None)
+        if enabled and base is not None:
+            block.__dict__["_xtc_float_kernels"] = float_kernels
         forward = next((fw for capable, fw in _LAYOUTS if capable(block)), None) if base is None else None
         if enabled and forward is not None:
             block.__dict__["_xtc_inner_modules"] = [m for m in block.modules() if m is not block]
+            block.__dict__["_xtc_float_kernels"] = float_kernels
             block.__class__ = _lean_class(type(block), forward)
             switched += 1
         elif not enabled and base is not None:

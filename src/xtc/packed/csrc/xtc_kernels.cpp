@@ -81,7 +81,7 @@ int detect_isa() {
 #if XTC_X86 && defined(__GNUC__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vnni"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
     return amx_usable() ? ISA_AMX : ISA_AVX512;
   if (__builtin_cpu_supports("avx2")) return ISA_AVX2;
 #endif
@@ -858,6 +858,245 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   return y;
 }
 
+
+// ------------------------------------------------------------------------------------------
+// The float parts of a block on AVX-512 (used on the AVX-512 and AMX paths; the lean forward
+// takes torch's own operators elsewhere): attention and residual + LayerNorm. They compute what
+// torch computes, in another order of float operations (so to float rounding, not to the bit).
+// ------------------------------------------------------------------------------------------
+#if XTC_X86
+// Attention of one (sequence, head): q, k, v rows of D floats with row stride ld (the [tokens,
+// heads * D] outputs of the projections, already offset to this head), into out (same layout).
+// scores = q k^T * scale (+ bias) (+ mask), softmax over keys, times v. Scores are computed for
+// 4 queries x 64 keys at a time from K transposed (kt: D x tp, in L1), the context for 8 queries x
+// 32 head columns at a time from rows of v.
+struct AttnArgs {
+  const float *q, *k, *v;
+  float* out;
+  int64_t t, D, ld;
+  float scale;
+  const float* bias;  // [t, t] or nullptr (added after scaling: MPNet's relative-position bias)
+  const float* mask;  // additive [t or 1 rows, t] (row stride mask_ld; 0 for one row), or nullptr
+  const bool* keep;   // boolean [.., t] as mask (true = attend), or nullptr
+  int64_t mask_ld;
+};
+
+#define XTC_AVX512_VL __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) inline
+
+// Scores of 4 queries (from i0; rows past t repeat the last) x all keys, scaled, into p[4][tp].
+XTC_AVX512_VL void attention_scores_avx512(const AttnArgs& a, const float* kt, int64_t tp, int64_t i0, float* p) {
+  const __m512 vscale = _mm512_set1_ps(a.scale);
+  const float* qr[4];
+  for (int r = 0; r < 4; ++r) qr[r] = a.q + std::min<int64_t>(i0 + r, a.t - 1) * a.ld;
+  for (int64_t j0 = 0; j0 < tp; j0 += 64) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) acc[r][u] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < a.D; ++c) {
+      const float* kc = kt + c * tp + j0;
+      const __m512 k0 = _mm512_load_ps(kc), k1 = _mm512_load_ps(kc + 16), k2 = _mm512_load_ps(kc + 32),
+                   k3 = _mm512_load_ps(kc + 48);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const __m512 qv = _mm512_set1_ps(qr[r][c]);
+        acc[r][0] = _mm512_fmadd_ps(qv, k0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(qv, k1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(qv, k2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(qv, k3, acc[r][3]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) _mm512_store_ps(p + r * tp + j0 + 16 * u, _mm512_mul_ps(acc[r][u], vscale));
+  }
+}
+
+// Bias, mask and softmax of query i's scores pr[tp] in place (keys past t: probability 0).
+XTC_AVX512_VL void attention_softmax_avx512(const AttnArgs& a, int64_t i, int64_t tp, float* pr) {
+  const int64_t t = a.t;
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  __m512 vmax = ninf;
+  for (int64_t j = 0; j < tp; j += 16) {
+    const __mmask16 in = t - j >= 16 ? (__mmask16)0xffff : t > j ? (__mmask16)((1u << (t - j)) - 1) : 0;
+    __m512 sv = _mm512_mask_mov_ps(ninf, in, _mm512_load_ps(pr + j));
+    if (a.bias) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.bias + i * t + j));
+    if (a.mask) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.mask + i * a.mask_ld + j));
+    if (a.keep) {
+      const __m128i kb = _mm_maskz_loadu_epi8(in, a.keep + i * a.mask_ld + j);
+      sv = _mm512_mask_mov_ps(ninf, _mm_test_epi8_mask(kb, kb), sv);
+    }
+    _mm512_store_ps(pr + j, sv);
+    vmax = _mm512_max_ps(vmax, sv);
+  }
+  const float mx = _mm512_reduce_max_ps(vmax);
+  if (mx == -INFINITY) {  // every key masked: no attention at all (zeros, not NaN)
+    for (int64_t j = 0; j < tp; ++j) pr[j] = 0.f;
+    return;
+  }
+  const __m512 vm = _mm512_set1_ps(mx), floor = _mm512_set1_ps(-87.f);
+  __m512 vsum = _mm512_setzero_ps();
+  for (int64_t j = 0; j < tp; j += 16) {
+    // exp of what float32 holds as a normal number; below that (masked keys included) exactly 0
+    const __m512 x = _mm512_sub_ps(_mm512_load_ps(pr + j), vm);
+    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, floor, _CMP_GE_OQ), exp_neg_avx512(x));
+    _mm512_store_ps(pr + j, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(vsum));
+  for (int64_t j = 0; j < tp; j += 16) _mm512_store_ps(pr + j, _mm512_mul_ps(_mm512_load_ps(pr + j), inv));
+}
+
+// Context of RB queries (rows of p) = p v, ND vectors of 16 floats per head row; RB * ND = 16
+// accumulators in registers.
+template <int RB, int ND>
+XTC_AVX512_VL void attention_context_avx512(const AttnArgs& a, const float* p, int64_t tp, int64_t i0, int64_t d0) {
+  __m512 acc[RB][ND];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 4
+    for (int u = 0; u < ND; ++u) acc[r][u] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < a.t; ++j) {
+    const float* vj = a.v + j * a.ld + 16 * d0;
+    __m512 vv[ND];
+#pragma GCC unroll 4
+    for (int u = 0; u < ND; ++u) vv[u] = _mm512_loadu_ps(vj + 16 * u);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) {
+      const __m512 pv = _mm512_set1_ps(p[r * tp + j]);
+#pragma GCC unroll 4
+      for (int u = 0; u < ND; ++u) acc[r][u] = _mm512_fmadd_ps(pv, vv[u], acc[r][u]);
+    }
+  }
+  const int64_t rows = std::min<int64_t>(RB, a.t - i0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int u = 0; u < ND; ++u) _mm512_storeu_ps(a.out + (i0 + r) * a.ld + 16 * (d0 + u), acc[r][u]);
+}
+
+// One (sequence, head), 8 queries at a time: scores (2 x 4 queries), softmax, context.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void attention_head_avx512(const AttnArgs& a,
+                                                                                          float* kt, float* p) {
+  const int64_t t = a.t, D = a.D, tp = ceil_div(t, 64) * 64, nv = D / 16;
+  for (int64_t c = 0; c < D; ++c) {  // K transposed: keys along the vector lanes
+    for (int64_t j = 0; j < t; ++j) kt[c * tp + j] = a.k[j * a.ld + c];
+    for (int64_t j = t; j < tp; ++j) kt[c * tp + j] = 0.f;
+  }
+  for (int64_t i0 = 0; i0 < t; i0 += 8) {
+    attention_scores_avx512(a, kt, tp, i0, p);
+    attention_scores_avx512(a, kt, tp, i0 + 4, p + 4 * tp);
+    for (int64_t r = 0; r < 8; ++r) attention_softmax_avx512(a, std::min<int64_t>(i0 + r, t - 1), tp, p + r * tp);
+    int64_t d0 = 0;
+    for (; d0 + 2 <= nv; d0 += 2) attention_context_avx512<8, 2>(a, p, tp, i0, d0);
+    if (d0 < nv) attention_context_avx512<8, 1>(a, p, tp, i0, d0);
+  }
+}
+
+// y = LayerNorm(x + residual) row by row (mean, then the mean of squared deviations, as torch).
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void add_layer_norm_row_avx512(
+    const float* x, const float* res, const float* gamma, const float* beta, float eps, int64_t N, float* y) {
+  __m512 vs = _mm512_setzero_ps();
+  for (int64_t n = 0; n < N; n += 16) {
+    const __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + n), _mm512_maskz_loadu_ps(m, res + n));
+    _mm512_mask_storeu_ps(y + n, m, v);
+    vs = _mm512_add_ps(vs, v);
+  }
+  const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(vs) / (float)N);
+  __m512 vq = _mm512_setzero_ps();
+  for (int64_t n = 0; n < N; n += 16) {
+    const __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+    const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, y + n), mean);
+    vq = _mm512_fmadd_ps(d, d, vq);
+  }
+  const __m512 rstd = _mm512_set1_ps(1.f / std::sqrt(_mm512_reduce_add_ps(vq) / (float)N + eps));
+  for (int64_t n = 0; n < N; n += 16) {
+    const __mmask16 m = N - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (N - n)) - 1);
+    const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, y + n), mean), rstd);
+    _mm512_mask_storeu_ps(y + n, m, _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, gamma + n),
+                                                    _mm512_maskz_loadu_ps(m, beta + n)));
+  }
+}
+#endif
+
+bool float_ops_available() { return active_isa() >= ISA_AVX512; }
+
+// Multi-head attention of q, k, v [B * T, H * D] (rows of tokens, heads side by side, as the
+// projections give them) -> context [B * T, H * D]. mask: None, or [B, 1, 1 or T, T], boolean
+// (true = attend) or additive float. bias: None or float [1 or B, H, T, T], added to the scaled
+// scores before the mask. One task per (sequence, head).
+torch::Tensor attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, int64_t B, int64_t H, double scale,
+                        c10::optional<torch::Tensor> mask, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(float_ops_available(), "xtc kernel: attention needs the AVX-512 path");
+  for (const torch::Tensor* x : {&q, &k, &v})
+    TORCH_CHECK(x->dim() == 2 && x->scalar_type() == torch::kFloat32 && x->is_contiguous() &&
+                x->sizes() == q.sizes(), "xtc kernel: q, k, v must be contiguous float32 [B*T, H*D] alike");
+  const int64_t M = q.size(0), N = q.size(1);
+  TORCH_CHECK(B > 0 && M % B == 0 && H > 0 && N % H == 0 && (N / H) % 16 == 0,
+              "xtc kernel: attention needs rows = B*T and head size a multiple of 16");
+  const int64_t T = M / B, D = N / H;
+  torch::Tensor m;
+  int64_t mask_rows = 0;
+  if (mask && mask->defined()) {
+    m = mask->contiguous();
+    TORCH_CHECK(m.dim() == 4 && m.size(0) == B && m.size(1) == 1 && (m.size(2) == 1 || m.size(2) == T) &&
+                m.size(3) == T && (m.scalar_type() == torch::kBool || m.scalar_type() == torch::kFloat32),
+                "xtc kernel: mask must be bool or float32 [B, 1, 1 or T, T]");
+    mask_rows = m.size(2);
+  }
+  torch::Tensor bi;
+  if (bias && bias->defined()) {
+    bi = bias->contiguous();
+    TORCH_CHECK(bi.dim() == 4 && (bi.size(0) == 1 || bi.size(0) == B) && bi.size(1) == H && bi.size(2) == T &&
+                bi.size(3) == T && bi.scalar_type() == torch::kFloat32,
+                "xtc kernel: bias must be float32 [1 or B, H, T, T]");
+  }
+  auto out = torch::empty({M, N}, torch::kFloat32);
+  const int64_t tp = ceil_div(T, 64) * 64;
+#if XTC_X86
+  at::parallel_for(0, B * H, 1, [&](int64_t w0, int64_t w1) {
+    thread_local AlignedScratch scratch;
+    float* kt = (float*)scratch.get((D + 8) * tp * sizeof(float));
+    float* p = kt + D * tp;
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t b = w / H, h = w % H;
+      AttnArgs a{q.data_ptr<float>() + b * T * N + h * D, k.data_ptr<float>() + b * T * N + h * D,
+                 v.data_ptr<float>() + b * T * N + h * D, out.data_ptr<float>() + b * T * N + h * D,
+                 T, D, N, (float)scale, nullptr, nullptr, nullptr, mask_rows == T ? T : 0};
+      if (bi.defined()) a.bias = bi.data_ptr<float>() + ((bi.size(0) == 1 ? 0 : b) * H + h) * T * T;
+      if (m.defined() && m.scalar_type() == torch::kBool) a.keep = m.data_ptr<bool>() + b * mask_rows * T;
+      if (m.defined() && m.scalar_type() == torch::kFloat32) a.mask = m.data_ptr<float>() + b * mask_rows * T;
+      attention_head_avx512(a, kt, p);
+    }
+  });
+#endif
+  return out;
+}
+
+// LayerNorm(x + residual) over the last dimension, x and residual [M, N] float32.
+torch::Tensor add_layer_norm(torch::Tensor x, torch::Tensor residual, torch::Tensor gamma, torch::Tensor beta,
+                             double eps) {
+  TORCH_CHECK(float_ops_available(), "xtc kernel: add_layer_norm needs the AVX-512 path");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && residual.scalar_type() == torch::kFloat32 &&
+              gamma.scalar_type() == torch::kFloat32 && beta.scalar_type() == torch::kFloat32,
+              "xtc kernel: add_layer_norm takes float32");
+  const int64_t N = x.size(-1), M = x.numel() / std::max<int64_t>(1, N);
+  TORCH_CHECK(residual.numel() == x.numel() && residual.size(-1) == N && gamma.numel() == N && beta.numel() == N,
+              "xtc kernel: add_layer_norm shapes differ");
+  x = x.contiguous(), residual = residual.contiguous(), gamma = gamma.contiguous(), beta = beta.contiguous();
+  auto y = torch::empty(x.sizes(), torch::kFloat32);
+#if XTC_X86
+  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, N));
+  at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      add_layer_norm_row_avx512(x.data_ptr<float>() + r * N, residual.data_ptr<float>() + r * N,
+                                gamma.data_ptr<float>(), beta.data_ptr<float>(), (float)eps, N, y.data_ptr<float>() + r * N);
+  });
+#endif
+  return y;
+}
+
 void gelu_row(int isa, float* x, int64_t n) {
   int64_t i = 0;
 #if XTC_X86
@@ -960,6 +1199,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_multi", &linear_multi, "several linears of one packed input in one parallel region");
   m.def("ffn_packed", &ffn_packed, "fused down(act(up(x))) from packed activations, in chunks of tokens");
   m.def("gelu", &gelu, "the epilogue's GELU (for tests)");
+  m.def("attention", &attention, "multi-head attention of [B*T, H*D] q, k, v (AVX-512)");
+  m.def("add_layer_norm", &add_layer_norm, "LayerNorm(x + residual) (AVX-512)");
+  m.def("float_ops_available", &float_ops_available, "whether attention / add_layer_norm can run");
   m.def("linear", &linear, "pack_activations + linear_packed");
   m.def("prepare_tiles", &prepare_tiles, "tile layout and 128 * column sums of int8 codes");
   m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
