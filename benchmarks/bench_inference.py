@@ -210,8 +210,61 @@ def worker(args) -> dict:
                                                   # 1 thread: CPU time of the thread = latency without the
                                                   # time other processes held the core
                                                   "cpu_median_ms": statistics.median(cpu) * 1e3 if threads == 1 else None}
+    if args.variant.startswith("packed"):
+        out["linears"] = linear_throughput(model, inputs_for, vocab, args)
     out["rss_peak_mb"] = int(next(line.split()[1] for line in Path("/proc/self/status").read_text().splitlines()
                                   if line.startswith("VmHWM:"))) / 1024
+    return out
+
+
+def linear_throughput(model, inputs_for, vocab, args) -> dict:
+    """Time spent in the packed linears' kernel calls during forward passes (one extra timed pass per
+    thread count and batch, calls wrapped), their integer multiply-accumulates per second, and the
+    host's peak for the active path (measured clock x MACs per cycle x threads)."""
+    import torch
+
+    from xtc.packed import kernels
+    from xtc.packed.modules import PackedLinear
+
+    ext = kernels.extension()
+    linears = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    macs_per_token = sum(m.in_features * m.out_features for m in linears)
+    spent = [0.0]
+
+    class Timed:  # the extension with its linear entry points timed
+        def __getattr__(self, name):
+            fn = getattr(ext, name)
+            if name not in ("linear_multi", "linear_packed", "ffn_packed", "pack_activations"):
+                return fn
+
+            def timed(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    spent[0] += time.perf_counter() - t
+            return timed
+
+    ghz = ext.measure_clock_ghz()
+    out = {"isa": ext.get_isa(), "clock_ghz": ghz, "peak_macs_per_cycle_core": ext.peak_macs_per_cycle()}
+    kernels._ext = Timed()
+    try:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for b in args.batches:
+                inputs = inputs_for(b, vocab)
+                reps = 3 if b == 1 else 1
+                with torch.inference_mode():
+                    spent[0] = 0.0
+                    for _ in range(reps):
+                        model(**inputs)
+                ms = spent[0] / reps * 1e3
+                macs = macs_per_token * b * args.seq
+                peak = ghz * 1e9 * ext.peak_macs_per_cycle() * threads
+                out[f"t{threads}_b{b}"] = {"linear_ms": ms, "macs": macs, "gmacs_per_s": macs / ms / 1e6,
+                                           "peak_gmacs_per_s": peak / 1e9, "fraction_of_peak": macs / (ms / 1e3) / peak}
+    finally:
+        kernels._ext = ext
     return out
 
 
@@ -393,6 +446,39 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ort_table(results: dict) -> str:
+    """Markdown: each packed variant against the fastest ONNX Runtime int8 graph, per thread count and
+    batch (1 thread: CPU time, else wall), batch-32 throughput, and the linear layers' share."""
+    lines = []
+    for name, r in results["models"].items():
+        v = r["variants"]
+        if "ort_int8" not in v:
+            continue
+        ort = v["ort_int8"]["latency"]
+        keys = list(ort)
+        field = {k: "cpu_median_ms" if ort[k].get("cpu_median_ms") is not None else "median_ms" for k in keys}
+        label = {k: "{}t b{}".format(*k[1:].split("_b")) for k in keys}
+        if not lines:
+            head = ["model", "variant"] + [f"{label[k]}: ms (x ORT)" for k in keys]
+            head += [f"{label[k]}: sent/s" for k in keys if k.endswith("_b32")]
+            head += ["linears, 1t b1: GMAC/s (of peak)", "linears, 1t b32: GMAC/s (of peak)"]
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for variant in ["ort_int8"] + [x for x in v if x.startswith("packed")]:
+            lat = v[variant]["latency"]
+            row = [name, variant]
+            for k in keys:
+                ms = lat[k][field[k]]
+                row.append(f"{ms:.1f}" + ("" if variant == "ort_int8" else f" ({ms / ort[k][field[k]]:.2f})"))
+            row += [f"{32e3 / lat[k]['median_ms']:.0f}" for k in keys if k.endswith("_b32")]
+            lin = v[variant].get("linears", {})
+            for k in ("t1_b1", "t1_b32"):
+                x = lin.get(k)
+                row.append(f"{x['gmacs_per_s']:.0f} ({100 * x['fraction_of_peak']:.0f}% of {x['peak_gmacs_per_s']:.0f})"
+                           if x else "")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["minilm", "bert-base"],
@@ -438,6 +524,8 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
+    print()
+    print(ort_table(results))
     print(f"\n(written to {args.out}; load average at the end: {results['load_average_at_end']})")
 
 

@@ -241,6 +241,16 @@ def summary_table(cells: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training(r: dict) -> str:
+    """Training wall time of an embedding row in minutes, with bf16 autocast or FP32 and the torch threads."""
+    wall = r.get("train_wall_s")
+    if not wall:
+        return "–"
+    minutes = sum(wall.values()) / 60 if isinstance(wall, dict) else wall / 60
+    threads = r.get("threads")
+    return f"{minutes:.0f} ({'bf16' if r.get('bf16') else 'FP32'}, {threads if threads else '?'})"
+
+
 def embedding_table() -> str:
     """Sentence embedders (results/embedding/*.json): STS-B Spearman and MRPC retrieval at the end of the
     budget (best evaluation on the way beside it, labelled), file size, and throughput at batch 32 from
@@ -261,7 +271,7 @@ def embedding_table() -> str:
     owner = {"minilm_fp32": ("minilm_embed", "fp32"), "minilm_w1a8": ("minilm_embed", "packed_student"),
              "mpnet_fp32": ("mpnet_embed", "fp32"), "mpnet_6l_w1a8": ("mpnet_embed", "packed_student")}
     head = ["row", "model", "bits", "layers", "epochs", "STS-B Spearman, end (best eval)", "MRPC recall@1, end (at that eval)",
-            "MRR, end", "file MB", "sentences/s, b32, 1 thread"]
+            "MRR, end", "file MB", "sentences/s, b32, 1 thread", "training: minutes (precision, threads)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r["model"], -r["weight_bits"], r["row"])):
         m, best = r["metrics"], r.get("best_dev")
@@ -277,7 +287,7 @@ def embedding_table() -> str:
         lines.append("| " + " | ".join([
             r["row"], r["model"], "FP32" if r["weight_bits"] == 32 else f"W{r['weight_bits']}A8", str(r["layers"]),
             epochs(r["epochs"]), with_best("stsb_spearman"), with_best("recall_at_1"), f"{100 * m['mrr']:.1f}",
-            f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–"]) + " |")
+            f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–", training(r)]) + " |")
     commands = sorted({r["command"] for r in runs})
     text = "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"
     if path.exists():  # every variant timed, ONNX Runtime int8 of the FP32 models included
@@ -310,6 +320,7 @@ def main():
     cells = load()
     _replace_between(README, "glue-table", table(cells))
     _replace_between(ROOT_README, "summary-table", summary_table(cells))
+    from bench_inference import ort_table
     from bench_inference import table as inference_table
 
     _replace_between(README, "embedding-table", embedding_table())
@@ -323,6 +334,8 @@ def main():
                     "start; milliseconds, in brackets the ratio to FP32; `2t b1` = 2 threads, batch 1 (wall time), "
                     "1 thread: CPU time.\n\n")
             _replace_between(README, f"{name.replace('_', '-')}-table", head + inference_table(results) + "\n")
+            if name == "inference":
+                _replace_between(README, "inference-ort-table", ort_table(results) + "\n")
     plot(cells)
     print(table(cells))
     print(summary_table(cells))

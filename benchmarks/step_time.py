@@ -4,6 +4,9 @@ The two kinds of step alternate (A B A B ...) so that whatever else runs on the 
 both alike; the ratio of medians is reported. Writes benchmarks/results/step_time.json.
 
     python benchmarks/step_time.py --task mrpc --steps 12
+
+With --bf16, the pair is instead the same QAT + KD step in FP32 and under bfloat16 autocast (two
+students from the same start, each with its own optimizer); writes benchmarks/results/step_time_bf16.json.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import xtc
 from xtc.data import TokenizedDataset, get_task, load_split, make_collator
 from xtc.distillation import Distiller
 from xtc.models import load_model
+from bench_inference import _isa  # the host's int8/bf16-relevant extensions, as the speed results record them
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,8 +41,10 @@ def main():
     ap.add_argument("--weight-bits", type=int, default=1)
     ap.add_argument("--layers", default=None, help="e.g. 1,3,5")
     ap.add_argument("--pad-to-max", action="store_true", help="pad every batch to 128 (reference style)")
-    ap.add_argument("--out", default=str(HERE / "results" / "step_time.json"))
+    ap.add_argument("--bf16", action="store_true", help="time QAT + KD in FP32 against bf16 autocast")
+    ap.add_argument("--out", default=None, help="default: results/step_time.json (--bf16: step_time_bf16.json)")
     args = ap.parse_args()
+    args.out = args.out or str(HERE / "results" / ("step_time_bf16.json" if args.bf16 else "step_time.json"))
 
     task = get_task(args.task)
     tok = AutoTokenizer.from_pretrained(args.model)
@@ -74,9 +80,26 @@ def main():
         opt_b.step()
         opt_b.zero_grad()
 
-    times = {"fp32": [], "qat_kd": []}
+    kinds = (("fp32", fp32_step), ("qat_kd", kd_step))
+    if args.bf16:  # the same KD step on a twin student, under bf16 autocast
+        import copy
+
+        twin = copy.deepcopy(student)
+        twin_distiller = Distiller(teacher, twin, xtc.layer_map(twin))
+        opt_c = torch.optim.AdamW(twin.parameters(), lr=1e-5)
+
+        def kd_step_bf16(batch):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss, _, _ = twin_distiller(**batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
+            opt_c.step()
+            opt_c.zero_grad()
+
+        kinds = (("qat_kd", kd_step), ("qat_kd_bf16", kd_step_bf16))
+    times = {name: [] for name, _ in kinds}
     for i, batch in enumerate(batches):
-        for name, step in (("fp32", fp32_step), ("qat_kd", kd_step)):
+        for name, step in kinds:
             t = time.perf_counter()
             step(dict(batch))
             if i >= 2:  # the first two steps warm up allocators and caches
@@ -85,13 +108,16 @@ def main():
     result = {
         "task": task.name, "batch_size": args.batch_size, "steps": args.steps, "weight_bits": args.weight_bits,
         "layers": args.layers, "padding": "max_length 128" if args.pad_to_max else "longest in batch",
-        "median_s": med, "ratio_qat_kd_over_fp32": med["qat_kd"] / med["fp32"],
+        "median_s": med,
+        **({"ratio_bf16_over_fp32": med["qat_kd_bf16"] / med["qat_kd"]} if args.bf16 else
+           {"ratio_qat_kd_over_fp32": med["qat_kd"] / med["fp32"]}),
+        "isa": " ".join(_isa()),
         "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=HERE).stdout.strip(),
         "command": "python benchmarks/step_time.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k in ("task", "steps", "weight_bits", "layers") and v is not None),
+            if k in ("task", "steps", "weight_bits", "layers") and v is not None) + (" --bf16" if args.bf16 else ""),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

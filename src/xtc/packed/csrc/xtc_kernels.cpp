@@ -36,6 +36,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1174,6 +1175,32 @@ std::vector<torch::Tensor> quantize_activations(torch::Tensor x) {
   return {q, s};
 }
 
+// Core clock in GHz, measured: a chain of dependent integer adds retires one per cycle. For the
+// benchmark's "achieved multiply-accumulates per second against the host's peak".
+double measure_clock_ghz() {
+#if XTC_X86 && defined(__GNUC__)
+  // 8 adds per loop iteration (the loop's own branch then never limits the chain), register operands
+  // (newer cores fold chains of register + immediate adds at rename, several per cycle)
+  const int64_t n = 20000000;
+  uint64_t x = 0, one = 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < n; ++i)
+    __asm__ volatile("add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+                     "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0" : "+r"(x) : "r"(one));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return x == (uint64_t)(8 * n) ? 8 * n / s / 1e9 : 0.0;
+#else
+  return 0.0;
+#endif
+}
+
+// Peak int8 multiply-accumulates per cycle of one core on a path: AMX tdpbusd does 16 x 16 x 64 in
+// 16 cycles; vpdpbusd 64 per instruction on each of 2 ports (Xeon Gold / Platinum; 1 on some SKUs);
+// AVX2 vpmaddubsw 32 per instruction on 2 ports.
+int64_t peak_macs_per_cycle(int isa) {
+  return isa == ISA_AMX ? 1024 : isa == ISA_AVX512 ? 128 : isa == ISA_AVX2 ? 64 : 1;
+}
+
 std::string isa_name(int isa) {
   return isa == ISA_AMX ? "amx" : isa == ISA_AVX512 ? "avx512_vnni" : isa == ISA_AVX2 ? "avx2" : "scalar";
 }
@@ -1205,6 +1232,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "pack_activations + linear_packed");
   m.def("prepare_tiles", &prepare_tiles, "tile layout and 128 * column sums of int8 codes");
   m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
+  m.def("measure_clock_ghz", &measure_clock_ghz, "core clock in GHz (a chain of dependent adds)");
+  m.def("peak_macs_per_cycle", [] { return peak_macs_per_cycle(active_isa()); },
+        "peak int8 multiply-accumulates per cycle and core of the active path");
   m.def("get_isa", &get_isa);
   m.def("host_isa", &host_isa);
   m.def("set_isa", &set_isa);
