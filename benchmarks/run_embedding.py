@@ -45,6 +45,7 @@ class Row:
     recipe: str | None = None  # recipes/NAME.yaml; None: the model as it is (FP32, no training)
     emb_weight: float | None = None  # an ablation: the recipe with another weight of the embedding term
     qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
+    reuse_reduced: str | None = None  # a row whose finished FP32 layer-reduction stage this one starts from
 
 
 ROWS = {
@@ -53,9 +54,16 @@ ROWS = {
     "minilm_w1a8_emb1": Row("minilm", "embedding-minilm-w1a8", emb_weight=1.0),
     "minilm_w1a8_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True),)),
     "minilm_w1a8_4ep_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True), ("epochs", 4.0))),
+    "minilm_w1a8_8ep_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True), ("epochs", 8.0),
+                                                                       ("eval_steps", 958))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
+    # three epochs of QAT (bf16) from the same 6-layer FP32 copy (the reduced stage of mpnet_6l_w1a8 is
+    # reused when its run folder is there)
+    "mpnet_6l_w1a8_3ep_bf16": Row("mpnet", "embedding-mpnet-6l-w1a8", qat=(("bf16", True), ("epochs", 3.0),
+                                                                         ("eval_steps", 479)),
+                                  reuse_reduced="mpnet_6l_w1a8"),
 }
 
 
@@ -110,6 +118,13 @@ def run_row(name: str, seed: int, args) -> dict:
     if row.qat:
         recipe = replace(recipe, qat=replace(recipe.qat, **dict(row.qat)))
     out = RUNS / f"embedding-{name}-{seed}"
+    source = RUNS / f"embedding-{row.reuse_reduced}-{seed}" / "reduced"
+    if row.reuse_reduced and not out.exists() and (source / "stage.json").exists():
+        import shutil
+
+        out.mkdir(parents=True)
+        (out / "config.yaml").write_text(recipe.to_yaml())  # an unfinished run of this recipe, to resume
+        shutil.copytree(source, out / "reduced", ignore=shutil.ignore_patterns("checkpoints"))
     results = xtc.compress(recipe, out, resume=out.exists())
     file = out / "packed" / "model.xtc.safetensors"
     if not file.exists():
@@ -122,6 +137,7 @@ def run_row(name: str, seed: int, args) -> dict:
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
             "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight, "bf16": recipe.qat.bf16,
+            "reduced_stage_from": row.reuse_reduced,
             "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
 
