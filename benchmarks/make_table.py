@@ -306,6 +306,30 @@ def embedding_table() -> str:
     return text
 
 
+def bf16_table() -> str:
+    """bf16 autocast against FP32 training: the step-time ratio measured side by side
+    (results/step_time_bf16.json) and the end-of-budget metrics of embedding rows that differ only in it."""
+    text = ""
+    path = HERE / "results" / "step_time_bf16.json"
+    if path.exists():
+        r = json.loads(path.read_text())
+        med = r["median_s"]
+        text += (f"Step time (`{r['command']}`, {r['torch_threads']} threads, {r.get('isa') or 'ISA not recorded'}): "
+                 f"QAT + KD step of {r['task']}, batch {r['batch_size']}, FP32 {med['qat_kd']:.2f} s, bf16 autocast "
+                 f"{med['qat_kd_bf16']:.2f} s: **{r['ratio_bf16_over_fp32']:.2f}x**.\n\n")
+    pairs = [("minilm_w1a8", "minilm_w1a8_bf16")]
+    lines = ["| rows (FP32 / bf16) | STS-B Spearman, end | MRPC recall@1, end | training minutes (threads) |",
+             "|---|---|---|---|"]
+    for a, b in pairs:
+        fa, fb = (HERE / "results" / "embedding" / f"{x}-42.json" for x in (a, b))
+        if not (fa.exists() and fb.exists()):
+            continue
+        ra, rb = json.loads(fa.read_text()), json.loads(fb.read_text())
+        cell = lambda key: f"{100 * ra['metrics'][key]:.1f} / {100 * rb['metrics'][key]:.1f}"  # noqa: E731
+        lines.append(f"| {a} / {b} | {cell('stsb_spearman')} | {cell('recall_at_1')} | {training(ra)} / {training(rb)} |")
+    return text + ("\n".join(lines) + "\n" if len(lines) > 2 else "")
+
+
 def _replace_between(path: Path, name: str, body: str) -> None:
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     text = path.read_text() if path.exists() else f"{start}\n{end}\n"
@@ -324,6 +348,7 @@ def main():
     from bench_inference import table as inference_table
 
     _replace_between(README, "embedding-table", embedding_table())
+    _replace_between(README, "bf16-table", bf16_table())
     for name in ("inference", "inference_mpnet", "inference_embed"):
         path = HERE / "results" / f"{name}.json"
         if path.exists():
