@@ -349,6 +349,11 @@ def main():
 
     _replace_between(README, "embedding-table", embedding_table())
     _replace_between(README, "bf16-table", bf16_table())
+    kernels = HERE / "results" / "kernels.json"
+    if kernels.exists():
+        from bench_kernels import table as kernels_table
+
+        _replace_between(README, "kernels-table", kernels_table(json.loads(kernels.read_text())) + "\n")
     for name in ("inference", "inference_mpnet", "inference_embed"):
         path = HERE / "results" / f"{name}.json"
         if path.exists():

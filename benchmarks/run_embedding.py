@@ -59,10 +59,10 @@ ROWS = {
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
-    # three epochs of QAT (bf16) from the same 6-layer FP32 copy (the reduced stage of mpnet_6l_w1a8 is
+    # two epochs of QAT (bf16) from the same 6-layer FP32 copy (the reduced stage of mpnet_6l_w1a8 is
     # reused when its run folder is there)
-    "mpnet_6l_w1a8_3ep_bf16": Row("mpnet", "embedding-mpnet-6l-w1a8", qat=(("bf16", True), ("epochs", 3.0),
-                                                                         ("eval_steps", 479)),
+    "mpnet_6l_w1a8_2ep_bf16": Row("mpnet", "embedding-mpnet-6l-w1a8", qat=(("bf16", True), ("epochs", 2.0),
+                                                                         ("eval_steps", 479), ("warmup_epochs", 0.67)),
                                   reuse_reduced="mpnet_6l_w1a8"),
 }
 
