@@ -111,6 +111,24 @@ def test_activation_codes_equal_the_training_quantizer(isa):
     torch.testing.assert_close(q.float() * s[:, None], quantize_activations(x), rtol=0, atol=0)
 
 
+def test_activation_codes_equal_the_training_quantizer_near_ties(isa):
+    # the vector paths multiply by 1 / s and divide exactly only near a half-integer quotient: every
+    # code must still equal torch's x / s rounding, on random rows and on quotients at, just below and
+    # just above half-integers (s = 1 and s = 0.75: the row maxima 128 and 96)
+    torch.manual_seed(14)
+    rows = [torch.randn(3000, 96) * torch.rand(3000, 1) * 10]
+    halves = torch.arange(-127.5, 127.0, 1.0)
+    for scale in (1.0, 0.75):
+        base = halves * scale
+        near = torch.stack([base, torch.nextafter(base, base + 1), torch.nextafter(base, base - 1)])
+        block = torch.cat([near, torch.full((3, 1), 128.0 * scale)], dim=1)  # the row max fixes s
+        rows.append(block)
+    for x in rows:
+        q, s = ext.quantize_activations(x.contiguous())
+        q_ref, s_ref = K.quantize_activations_int(x)
+        assert torch.equal(s, s_ref) and torch.equal(q, q_ref), isa
+
+
 def test_tile_layout_round_trip():
     for n, k in [(1, 1), (17, 5), (33, 70)]:
         for ternary in (False, True):

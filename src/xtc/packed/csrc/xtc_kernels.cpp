@@ -28,9 +28,9 @@
 // one instruction (tdpbusd, the same u8 x s8 arithmetic as vpdpbusd). Its weight tile is 16 of the
 // 64-bit masks above, expanded to bytes in a small per-thread buffer (the packed weights stay 1-2 bit
 // in memory); its activations are blocked as [16 tokens][64 bytes] per tile (see quantize_pack).
-// Linears whose input width is not a multiple of 64 take the AVX-512 path. CPUs without VNNI (AVX2 only) multiply with vpmaddubsw and
-// sum 64 steps in int16 before widening; they expand a whole weight tile to bytes once per task
-// (see expand_tile_avx2).
+// Linears whose input width is not a multiple of 64 take the AVX-512 path.
+// CPUs without VNNI (AVX2 only) multiply with vpmaddubsw and sum 64 steps in int16 before widening;
+// they expand a whole weight tile to bytes once per task (see expand_tile_avx2).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -176,12 +176,24 @@ __attribute__((target("avx512f,avx512bw"))) void quantize_row_avx512(const float
   float amax = _mm512_reduce_max_ps(vmax);
   if (std::isnan(amax)) { quantize_row_scalar(x, K, u, s_out); return; }
   float s = row_scale(amax);
-  const __m512 d = _mm512_set1_ps(s > 0.f ? s : 1.f);
+  const float ds = s > 0.f ? s : 1.f, inv = 1.f / ds;
+  // x / d by a multiplication with 1 / d (a division costs several times as much): the product is
+  // within |x / d| 2^-23 <= 1.6e-5 of the exact quotient, torch's correctly rounded quotient within
+  // 8e-6, so the two round to different integers only where the quotient is within ~3e-5 of a
+  // half-integer; lanes within 1e-4 of one are divided exactly (rare: ~2 in 10,000).
+  const bool exact_only = !std::isfinite(inv);
+  const __m512 d = _mm512_set1_ps(ds), r = _mm512_set1_ps(exact_only ? 0.f : inv);
+  const __m512 half = _mm512_set1_ps(0.5f), near_tie = _mm512_set1_ps(1e-4f);
   const __m512 lo = _mm512_set1_ps(-128.f), hi = _mm512_set1_ps(127.f);
   const __m512i off = _mm512_set1_epi32(128);
   for (k = 0; k < K; k += 16) {
     __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-    __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), d);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+    __m512 v = _mm512_mul_ps(xv, r);
+    const __m512 frac = _mm512_sub_ps(v, _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    const __mmask16 tie = exact_only ? m : _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(_mm512_sub_ps(frac, half)),
+                                                                     near_tie, _CMP_LT_OQ);
+    if (tie) v = _mm512_mask_div_ps(v, tie, xv, d);
     v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
     __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), off);
@@ -379,7 +391,11 @@ XTC_AVX512 __m512 erf_avx512(__m512 x) {
   const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u));
   const __m512 ax = _mm512_min_ps(_mm512_abs_ps(x), _mm512_set1_ps(poly::kErfSaturate));  // NaN -> bound
   const __m512 one = _mm512_set1_ps(1.f);
-  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(poly::kErfP), ax, one));
+  // 1 / den by the 14-bit reciprocal and one Newton step (~1 ulp; den is in [1, 2.4]): a division
+  // costs several times as much, and GELU runs on every element of the FFN's intermediate
+  const __m512 den = _mm512_fmadd_ps(_mm512_set1_ps(poly::kErfP), ax, one);
+  const __m512 t0 = _mm512_rcp14_ps(den);
+  const __m512 t = _mm512_mul_ps(t0, _mm512_fnmadd_ps(den, t0, _mm512_set1_ps(2.f)));
   __m512 r = _mm512_set1_ps(poly::kErf[0]);
   for (int i = 1; i < 5; ++i) r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(poly::kErf[i]));
   const __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(ax, ax)));
