@@ -108,6 +108,7 @@ ROWS: dict[str, Row] = {
     # end-of-budget screening (issue 33): the weights averaged over the last third of the budget
     "6l_w2a8_swa": Row(bits=2, average_last=1 / 3, length_grouped=True),
     "6l_w1a8_swa": Row(bits=1, average_last=1 / 3, length_grouped=True),
+    "6l_w1a8_grouped": Row(bits=1, length_grouped=True),  # the SWA rows' baseline: same batches, no averaging
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
