@@ -418,12 +418,17 @@ def run_variant(path: str, variant: str, args) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def cell_label(key: str) -> str:
+    """A latency key of the results ("t2_b32") as the tables write it ("2t b32")."""
+    return "{}t b{}".format(*key[1:].split("_b"))
+
+
 def table(results: dict) -> str:
     """Markdown: per thread count and batch, the wall-clock median (and the ratio to FP32), then the
     1-thread CPU-time medians (robust on a busy machine) with their ratio to FP32."""
     lat = next(iter(results["models"].values()))["variants"]["fp32"]["latency"]
     keys = list(lat)
-    label = {k: "{}t b{}".format(*k[1:].split("_b")) for k in keys}
+    label = {k: cell_label(k) for k in keys}
     cpu_keys = [k for k in keys if lat[k].get("cpu_median_ms") is not None]
     head = ["model", "variant", "file", "resident"]
     # one thread: CPU time only (it equals the wall time on an idle core and ignores other processes)
@@ -457,7 +462,7 @@ def ort_table(results: dict) -> str:
         ort = v["ort_int8"]["latency"]
         keys = list(ort)
         field = {k: "cpu_median_ms" if ort[k].get("cpu_median_ms") is not None else "median_ms" for k in keys}
-        label = {k: "{}t b{}".format(*k[1:].split("_b")) for k in keys}
+        label = {k: cell_label(k) for k in keys}
         if not lines:
             head = ["model", "variant"] + [f"{label[k]}: ms (x ORT)" for k in keys]
             head += [f"{label[k]}: sent/s" for k in keys if k.endswith("_b32")]

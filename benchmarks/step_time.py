@@ -62,9 +62,7 @@ def main():
         student = xtc.reduce_layers(student, [int(x) for x in args.layers.split(",")])
     xtc.quantize_(student, xtc.XTCConfig(weight_bits=args.weight_bits))
     student.train()
-    distiller = Distiller(teacher, student, xtc.layer_map(student))
     opt_a = torch.optim.AdamW(fp32.parameters(), lr=1e-5)
-    opt_b = torch.optim.AdamW(student.parameters(), lr=1e-5)
 
     def fp32_step(batch):
         loss = fp32(**batch).loss
@@ -73,30 +71,26 @@ def main():
         opt_a.step()
         opt_a.zero_grad()
 
-    def kd_step(batch):
-        loss, _, _ = distiller(**batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt_b.step()
-        opt_b.zero_grad()
+    def kd_stepper(model, bf16: bool = False):
+        """One QAT + KD step of ``model`` (its own distiller and optimizer), optionally under bf16 autocast."""
+        distiller = Distiller(teacher, model, xtc.layer_map(model))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
-    kinds = (("fp32", fp32_step), ("qat_kd", kd_step))
-    if args.bf16:  # the same KD step on a twin student, under bf16 autocast
+        def step(batch):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss, _, _ = distiller(**batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+
+        return step
+
+    kinds = (("fp32", fp32_step), ("qat_kd", kd_stepper(student)))
+    if args.bf16:  # the same KD step on a twin student (same start), under bf16 autocast
         import copy
 
-        twin = copy.deepcopy(student)
-        twin_distiller = Distiller(teacher, twin, xtc.layer_map(twin))
-        opt_c = torch.optim.AdamW(twin.parameters(), lr=1e-5)
-
-        def kd_step_bf16(batch):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss, _, _ = twin_distiller(**batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
-            opt_c.step()
-            opt_c.zero_grad()
-
-        kinds = (("qat_kd", kd_step), ("qat_kd_bf16", kd_step_bf16))
+        kinds = (("qat_kd", kinds[1][1]), ("qat_kd_bf16", kd_stepper(copy.deepcopy(student), bf16=True)))
     times = {name: [] for name, _ in kinds}
     for i, batch in enumerate(batches):
         for name, step in kinds:

@@ -154,15 +154,14 @@ def use_lean_blocks(model: nn.Module, enabled: bool = True, float_kernels: bool 
     switched = 0
     for block in model.modules():
         base = getattr(type(block), "_xtc_base_class", None)
-        if enabled and base is not None:
-            block.__dict__["_xtc_float_kernels"] = float_kernels
         forward = next((fw for capable, fw in _LAYOUTS if capable(block)), None) if base is None else None
         if enabled and forward is not None:
             block.__dict__["_xtc_inner_modules"] = [m for m in block.modules() if m is not block]
-            block.__dict__["_xtc_float_kernels"] = float_kernels
             block.__class__ = _lean_class(type(block), forward)
             switched += 1
         elif not enabled and base is not None:
             block.__class__ = base
             switched += 1
+        if enabled and (base is not None or forward is not None):  # on now: newly or already
+            block.__dict__["_xtc_float_kernels"] = float_kernels
     return switched
