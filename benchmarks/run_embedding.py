@@ -12,6 +12,7 @@ Rows:
   minilm_w1a8      all 6 layers, binary weights, 8-bit activations, KD from minilm_fp32
                    (recipes/embedding-minilm-w1a8.yaml)
   minilm_w1a8_emb1 the same with the embedding term weighted 1 instead of 10 (emb_weight)
+  minilm_w1a8_4ep_bf16_att01   4 epochs (bf16), the attention term weighted 0.1 instead of 1
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
@@ -44,6 +45,7 @@ class Row:
     family: str  # minilm | mpnet
     recipe: str | None = None  # recipes/NAME.yaml; None: the model as it is (FP32, no training)
     emb_weight: float | None = None  # an ablation: the recipe with another weight of the embedding term
+    att_weight: float | None = None  # an ablation: the recipe with another weight of the attention term
     qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
     reuse_reduced: str | None = None  # a row whose finished FP32 layer-reduction stage this one starts from
 
@@ -56,6 +58,8 @@ ROWS = {
     "minilm_w1a8_4ep_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True), ("epochs", 4.0))),
     "minilm_w1a8_8ep_bf16": Row("minilm", "embedding-minilm-w1a8", qat=(("bf16", True), ("epochs", 8.0),
                                                                        ("eval_steps", 958))),
+    "minilm_w1a8_4ep_bf16_att01": Row("minilm", "embedding-minilm-w1a8", att_weight=0.1,
+                                      qat=(("bf16", True), ("epochs", 4.0))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -115,6 +119,8 @@ def run_row(name: str, seed: int, args) -> dict:
 
     if row.emb_weight is not None:
         recipe = replace(recipe, distill=replace(recipe.distill, emb_weight=row.emb_weight))
+    if row.att_weight is not None:
+        recipe = replace(recipe, distill=replace(recipe.distill, att_weight=row.att_weight))
     if row.qat:
         recipe = replace(recipe, qat=replace(recipe.qat, **dict(row.qat)))
     out = RUNS / f"embedding-{name}-{seed}"
@@ -136,7 +142,8 @@ def run_row(name: str, seed: int, args) -> dict:
             "train_wall_s": results["train_wall_s"], "sentences": None if args.train_file else "default corpus",
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
-            "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight, "bf16": recipe.qat.bf16,
+            "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight,
+            "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16,
             "reduced_stage_from": row.reuse_reduced,
             "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
