@@ -49,9 +49,9 @@ def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
     assert len(_blocks(model)) == 2  # load_packed switched every block on
     inputs = _inputs()  # padded rows: the attention mask matters
     calls = []
-    attention = kernels.attention
+    block = kernels.encoder_block
     with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kernels, "attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
+        mp.setattr(kernels, "encoder_block", lambda *a, **k: calls.append(1) or block(*a, **k))
         fused = model(**inputs).logits  # xtc's attention + LayerNorm where the host has them
         assert use_lean_blocks(model, True, float_kernels=False) == 0  # on already: only the option changes
         lean = model(**inputs, output_hidden_states=True)
@@ -109,3 +109,31 @@ def test_switching_off_and_on_is_idempotent_and_the_state_dict_is_unchanged(tmp_
     assert use_lean_blocks(model, True) == 2
     assert list(model.state_dict()) == names
     assert isinstance(model.bert.encoder.layer[0], type(model.bert.encoder.layer[0])._xtc_base_class)
+
+
+@pytest.mark.skipif(not kernels.float_ops(16), reason="xtc's float kernels need an AVX-512 (or AMX) host")
+@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("mpnet", 1)])
+def test_one_call_block_equals_the_kernels_op_by_op(tmp_path, family, bits):
+    # kernels.encoder_block runs a whole block in C++; it must give the bits of the same kernels
+    # called one by one from Python (the lean forward's float-kernel path before it existed)
+    model = _packed(family, bits, tmp_path)
+    block = _blocks(model)[0]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 21, COMMON["hidden_size"], generator=g)
+    keep = torch.rand(3, 1, 1, 21, generator=g) > 0.3
+    if family == "mpnet":
+        attn, norm1 = block.attention.attn, block.attention.LayerNorm
+        qkv, out, heads, scale = [attn.q, attn.k, attn.v], attn.o, attn.num_attention_heads, attn.attention_head_size ** -0.5
+        bias = torch.randn(1, heads, 21, 21, generator=g)
+    else:
+        attn = block.attention.self
+        qkv, out, norm1 = [attn.query, attn.key, attn.value], block.attention.output.dense, block.attention.output.LayerNorm
+        heads, scale, bias = attn.num_attention_heads, attn.scaling, None
+    with torch.inference_mode():
+        one_call = kernels.encoder_block(x, 3, heads, scale, keep, bias, qkv, out, norm1, block.intermediate,
+                                         block.output.LayerNorm)
+        context = kernels.attention(*kernels.packed_linears(x, qkv), 3, heads, scale, keep, bias)
+        attended = kernels.add_layer_norm(out(context), x, norm1)
+        op_by_op = kernels.add_layer_norm(block.intermediate(attended), attended, block.output.LayerNorm)
+    assert torch.equal(one_call, op_by_op)
+    assert not torch.equal(one_call[0], one_call[1])

@@ -234,7 +234,7 @@ def packed_linears(x: torch.Tensor, linears: list) -> list[torch.Tensor]:
     return ext.linear_multi(ap, s, [_weights(m._buffers, m.out_features) for m in linears])
 
 
-ACTIVATIONS = {None: 0, "gelu": 1}  # epilogue activations of the kernels (exact erf GELU)
+ACTIVATIONS = {None: 0, "gelu": 1}  # epilogue activations of the kernels (the erf GELU, to ~1e-6)
 
 
 def packed_linear(x: torch.Tensor, prep: dict, out_features: int, act: str | None = None) -> torch.Tensor | None:
@@ -283,3 +283,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int, hea
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
     """``norm(x + residual)`` in one pass over each row; ``[M, N]`` (x's rows, whatever residual's shape)."""
     return extension().add_layer_norm(x, residual.reshape(x.shape), norm.weight, norm.bias, norm.eps)
+
+
+def encoder_block(x: torch.Tensor, batch: int, heads: int, scale: float, mask: torch.Tensor | None,
+                  bias: torch.Tensor | None, qkv: list, out, norm1: torch.nn.LayerNorm, ffn,
+                  norm2: torch.nn.LayerNorm) -> torch.Tensor:
+    """A whole post-LayerNorm block in one kernel call: ``norm2(ffn(a) + a)`` with
+    ``a = norm1(out(attention(qkv(x))) + x)``; ``qkv``: the query, key and value :class:`PackedLinear` s,
+    ``out`` the attention's output projection, ``ffn`` a :class:`PackedFFN`. The arithmetic of
+    :func:`attention`, :func:`add_layer_norm` and the packed linears, op for op; ``[B * T, hidden]``."""
+    def w(m):
+        return _weights(m._buffers, m.out_features)
+
+    return extension().encoder_block(x.reshape(-1, x.shape[-1]), batch, heads, scale, mask, bias,
+                                      [w(m) for m in qkv], w(out), norm1.weight, norm1.bias, norm1.eps,
+                                      w(ffn.up), w(ffn.down), ACTIVATIONS["gelu"], norm2.weight, norm2.bias, norm2.eps)

@@ -7,7 +7,9 @@ per block (the ``packed_w1a8_hf_blocks`` variant of ``benchmarks/bench_inference
 difference). The lean forward does the same arithmetic in
 the same order (query/key/value in one kernel call, SDPA, attention output + residual + LayerNorm,
 fused FFN + residual + LayerNorm). On hosts with AVX-512 attention and residual + LayerNorm run in xtc's
-own kernels (``float_kernels``): the same formulas, another order of float operations. With
+own kernels (``float_kernels``): the same formulas, another order of float operations, and the whole
+block is then one call into C++ (``kernels.encoder_block``: no return to Python between its ops, and
+the LayerNorm before the FFN quantizes its rows for it in the same pass). With
 ``float_kernels=False`` the outputs equal transformers' to the last bit; tests compare the two.
 
 Installed by ``load_packed`` on blocks of the BERT layout (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT:
@@ -90,12 +92,12 @@ def _lean_forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tenso
                                                *args, **kwargs)
     b, t, h = hidden_states.shape
     heads, head_size = attn_self.num_attention_heads, attn_self.attention_head_size
-    qkv = kernels.packed_linears(hidden_states, [attn_self.query, attn_self.key, attn_self.value])
     attn_out = self.attention.output
     if self._xtc_float_kernels and kernels.float_ops(head_size, attention_mask):  # xtc's AVX-512 kernels
-        context = kernels.attention(*qkv, b, heads, attn_self.scaling, attention_mask)
-        attended = kernels.add_layer_norm(attn_out.dense(context), hidden_states, attn_out.LayerNorm)
-        return kernels.add_layer_norm(self.intermediate(attended), attended, self.output.LayerNorm).view(b, t, h)
+        return kernels.encoder_block(hidden_states, b, heads, attn_self.scaling, attention_mask, None,
+                                     [attn_self.query, attn_self.key, attn_self.value], attn_out.dense,
+                                     attn_out.LayerNorm, self.intermediate, self.output.LayerNorm).view(b, t, h)
+    qkv = kernels.packed_linears(hidden_states, [attn_self.query, attn_self.key, attn_self.value])
     q, k, v = (y.view(b, t, heads, head_size).transpose(1, 2) for y in qkv)
     context = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn_self.scaling)
     context = context.transpose(1, 2).reshape(b, t, h)
@@ -114,12 +116,11 @@ def _lean_mpnet_forward(self, hidden_states: torch.Tensor, attention_mask: torch
     attn = self.attention.attn
     b, t, _ = hidden_states.shape
     head_size = attn.attention_head_size
-    qkv = kernels.packed_linears(hidden_states, [attn.q, attn.k, attn.v])
     if self._xtc_float_kernels and kernels.float_ops(head_size, attention_mask, position_bias):
-        context = kernels.attention(*qkv, b, attn.num_attention_heads, 1 / math.sqrt(head_size), attention_mask,
-                                    position_bias)
-        attended = kernels.add_layer_norm(attn.o(context), hidden_states, self.attention.LayerNorm)
-        return (kernels.add_layer_norm(self.intermediate(attended), attended, self.output.LayerNorm).view(b, t, -1),)
+        return (kernels.encoder_block(hidden_states, b, attn.num_attention_heads, 1 / math.sqrt(head_size),
+                                      attention_mask, position_bias, [attn.q, attn.k, attn.v], attn.o,
+                                      self.attention.LayerNorm, self.intermediate, self.output.LayerNorm).view(b, t, -1),)
+    qkv = kernels.packed_linears(hidden_states, [attn.q, attn.k, attn.v])
     q, k, v = (y.view(b, t, -1, head_size).transpose(1, 2) for y in qkv)
     scores = torch.matmul(q, k.transpose(-1, -2))
     scores = scores / math.sqrt(head_size)
