@@ -268,8 +268,9 @@ template <class RowSource>
 void quantize_pack_rows(int isa, int64_t M, int64_t K, int64_t MR, uint32_t* ap, float* s, RowSource row_of) {
   const int64_t K4 = ceil_div(K, 4), MB = ceil_div(M, MR);
   const bool amx = gemm_isa(isa, 4 * K4) == ISA_AMX;
-  // At least ~64K values per task: a parallel region costs more than quantizing a small batch.
-  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, MR * K));
+  // At least ~8K values per task (one block of 16 tokens of a 384-wide model): even at batch 1 both
+  // threads quantize (the parallel region costs less than half of a 128 x 384 input).
+  const int64_t grain = std::max<int64_t>(1, (1 << 13) / std::max<int64_t>(1, MR * K));
   at::parallel_for(0, MB, grain, [&](int64_t b0, int64_t b1) {
     std::vector<uint8_t> row(K4 * 4, 128);
     for (int64_t mb = b0; mb < b1; ++mb) {
@@ -763,9 +764,11 @@ void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb)
 // range, so it reuses one column block's weights (a few KB, in L1) over a chunk of tokens (in L2).
 // Several linears sharing an input (query, key, value) go in one parallel region: every region
 // ends in a barrier, and on a busy machine each barrier can wait for a preempted thread.
-// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 32 on AVX2 (8 blocks of 4): with 2 threads on a
-// 2-vCPU VM, larger AVX2 chunks left one thread idle on 128-token inputs (1 thread: the same either way).
-int64_t chunk_blocks(int isa) { return isa == ISA_AVX2 ? 8 : 16; }
+// Chunks of 256 tokens on AVX-512 (16 blocks of 16); 1024 on AMX, which expands the weights of a
+// column block once per chunk (BERT-base at batch 32: 2-3 % faster than 256); 32 on AVX2 (8 blocks of
+// 4): with 2 threads on a 2-vCPU VM, larger AVX2 chunks left one thread idle on 128-token inputs
+// (1 thread: the same either way).
+int64_t chunk_blocks(int isa) { return isa == ISA_AVX2 ? 8 : isa == ISA_AMX ? 64 : 16; }
 
 void gemm_multi(int isa, const std::vector<GemmArgs>& gs) {
   std::vector<int64_t> first(gs.size() + 1, 0);  // first task of each linear
@@ -896,9 +899,13 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   auto y = torch::empty({M, N2}, torch::kFloat32);
   if (M == 0) return y;
   // Each thread runs whole chunks of tokens through both linears: one parallel region, no barrier
-  // in between. Chunks of at most 128 tokens, and small enough that every thread gets one.
+  // in between. Chunks small enough that every thread gets one.
   const int64_t MB = ceil_div(M, MR);
-  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(128 / MR, ceil_div(MB, at::get_num_threads())));
+  // Chunks of 128 tokens; 512 for BERT-base-sized weights and up, whose expansion to int8 tiles
+  // (AMX, once per chunk) otherwise costs more than the larger intermediate does (BERT-base, batch 32:
+  // 5 % faster with 512 than with 128 or 1024; MiniLM-L6: 128 is best).
+  const int64_t chunk = 4 * wp1.size(1) * N1 >= (1 << 21) ? 512 : 128;
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(chunk / MR, ceil_div(MB, at::get_num_threads())));
   const int64_t CM = CB * MR, K4b = wp2.size(1);
   const uint32_t* apd = (const uint32_t*)ap.data_ptr<int32_t>();
   at::parallel_for(0, ceil_div(MB, CB), 1, [&](int64_t q0, int64_t q1) {
@@ -1161,7 +1168,7 @@ torch::Tensor add_layer_norm(torch::Tensor x, torch::Tensor residual, torch::Ten
   x = x.contiguous(), residual = residual.contiguous(), gamma = gamma.contiguous(), beta = beta.contiguous();
   auto y = torch::empty(x.sizes(), torch::kFloat32);
 #if XTC_X86
-  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, N));
+  const int64_t grain = std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(1, N));
   at::parallel_for(0, M, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
       add_layer_norm_row_avx512(x.data_ptr<float>() + r * N, residual.data_ptr<float>() + r * N,
