@@ -990,45 +990,67 @@ XTC_AVX512_VL void attention_scores_avx512(const AttnArgs& a, const float* kt, i
   }
 }
 
-// Bias, mask and softmax of query i's scores pr[tp] in place (keys past t: probability 0).
-XTC_AVX512_VL void attention_softmax_avx512(const AttnArgs& a, int64_t i, int64_t tp, float* pr) {
+// Bias, mask and exponentials of R queries' scores (rows p[r][tp], query min(i0 + r, t - 1)) in
+// place, unnormalised (keys past t: 0); inv[r] = 1 / the row's sum, which the context applies.
+// R rows at a time: the row maxima and sums are chains of dependent operations (two horizontal
+// reductions and a division per row), and R independent rows keep the core busy meanwhile
+// (one row at a time, the softmax took half of the attention of 128 tokens).
+template <int R>
+XTC_AVX512_VL void attention_softmax_avx512(const AttnArgs& a, int64_t i0, int64_t tp, float* p, float* inv) {
   const int64_t t = a.t;
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
-  __m512 vmax = ninf;
+  int64_t qi[R];
+  __m512 vmax[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) qi[r] = std::min<int64_t>(i0 + r, t - 1), vmax[r] = ninf;
   for (int64_t j = 0; j < tp; j += 16) {
     const __mmask16 in = t - j >= 16 ? (__mmask16)0xffff : t > j ? (__mmask16)((1u << (t - j)) - 1) : 0;
-    __m512 sv = _mm512_mask_mov_ps(ninf, in, _mm512_load_ps(pr + j));
-    if (a.bias) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.bias + i * t + j));
-    if (a.mask) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.mask + i * a.mask_ld + j));
-    if (a.keep) {
-      const __m128i kb = _mm_maskz_loadu_epi8(in, a.keep + i * a.mask_ld + j);
-      sv = _mm512_mask_mov_ps(ninf, _mm_test_epi8_mask(kb, kb), sv);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      float* pr = p + r * tp;
+      __m512 sv = _mm512_mask_mov_ps(ninf, in, _mm512_load_ps(pr + j));
+      if (a.bias) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.bias + qi[r] * t + j));
+      if (a.mask) sv = _mm512_add_ps(sv, _mm512_maskz_loadu_ps(in, a.mask + qi[r] * a.mask_ld + j));
+      if (a.keep) {
+        const __m128i kb = _mm_maskz_loadu_epi8(in, a.keep + qi[r] * a.mask_ld + j);
+        sv = _mm512_mask_mov_ps(ninf, _mm_test_epi8_mask(kb, kb), sv);
+      }
+      _mm512_store_ps(pr + j, sv);
+      vmax[r] = _mm512_max_ps(vmax[r], sv);
     }
-    _mm512_store_ps(pr + j, sv);
-    vmax = _mm512_max_ps(vmax, sv);
   }
-  const float mx = _mm512_reduce_max_ps(vmax);
-  if (mx == -INFINITY) {  // every key masked: no attention at all (zeros, not NaN)
-    for (int64_t j = 0; j < tp; ++j) pr[j] = 0.f;
-    return;
+  __m512 vm[R], vsum[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const float mx = _mm512_reduce_max_ps(vmax[r]);
+    // every key masked: no attention at all (exp(-inf - 0) = 0: zeros, not NaN)
+    vm[r] = _mm512_set1_ps(mx == -INFINITY ? 0.f : mx);
+    vsum[r] = _mm512_setzero_ps();
   }
-  const __m512 vm = _mm512_set1_ps(mx), floor = _mm512_set1_ps(-87.f);
-  __m512 vsum = _mm512_setzero_ps();
+  const __m512 floor = _mm512_set1_ps(-87.f);
   for (int64_t j = 0; j < tp; j += 16) {
-    // exp of what float32 holds as a normal number; below that (masked keys included) exactly 0
-    const __m512 x = _mm512_sub_ps(_mm512_load_ps(pr + j), vm);
-    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, floor, _CMP_GE_OQ), exp_neg_avx512(x));
-    _mm512_store_ps(pr + j, e);
-    vsum = _mm512_add_ps(vsum, e);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      // exp of what float32 holds as a normal number; below that (masked keys included) exactly 0
+      float* pr = p + r * tp;
+      const __m512 x = _mm512_sub_ps(_mm512_load_ps(pr + j), vm[r]);
+      const __m512 e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, floor, _CMP_GE_OQ), exp_neg_avx512(x));
+      _mm512_store_ps(pr + j, e);
+      vsum[r] = _mm512_add_ps(vsum[r], e);
+    }
   }
-  const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(vsum));
-  for (int64_t j = 0; j < tp; j += 16) _mm512_store_ps(pr + j, _mm512_mul_ps(_mm512_load_ps(pr + j), inv));
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const float sum = _mm512_reduce_add_ps(vsum[r]);
+    inv[r] = sum > 0.f ? 1.f / sum : 0.f;
+  }
 }
 
-// Context of RB queries (rows of p) = p v, ND vectors of 16 floats per head row; RB * ND = 16
+// Context of RB queries = (p v) * inv (rows of p: unnormalised), ND vectors of 16 floats per head row; RB * ND = 16
 // accumulators in registers.
 template <int RB, int ND>
-XTC_AVX512_VL void attention_context_avx512(const AttnArgs& a, const float* p, int64_t tp, int64_t i0, int64_t d0) {
+XTC_AVX512_VL void attention_context_avx512(const AttnArgs& a, const float* p, const float* inv, int64_t tp,
+                                            int64_t i0, int64_t d0) {
   __m512 acc[RB][ND];
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r)
@@ -1048,7 +1070,8 @@ XTC_AVX512_VL void attention_context_avx512(const AttnArgs& a, const float* p, i
   }
   const int64_t rows = std::min<int64_t>(RB, a.t - i0);
   for (int64_t r = 0; r < rows; ++r)
-    for (int u = 0; u < ND; ++u) _mm512_storeu_ps(a.out + (i0 + r) * a.ld + 16 * (d0 + u), acc[r][u]);
+    for (int u = 0; u < ND; ++u)
+      _mm512_storeu_ps(a.out + (i0 + r) * a.ld + 16 * (d0 + u), _mm512_mul_ps(acc[r][u], _mm512_set1_ps(inv[r])));
 }
 
 // One (sequence, head), 8 queries at a time: scores (2 x 4 queries), softmax, context.
@@ -1062,10 +1085,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void attention_h
   for (int64_t i0 = 0; i0 < t; i0 += 8) {
     attention_scores_avx512(a, kt, tp, i0, p);
     attention_scores_avx512(a, kt, tp, i0 + 4, p + 4 * tp);
-    for (int64_t r = 0; r < 8; ++r) attention_softmax_avx512(a, std::min<int64_t>(i0 + r, t - 1), tp, p + r * tp);
+    float inv[8];
+    attention_softmax_avx512<8>(a, i0, tp, p, inv);
     int64_t d0 = 0;
-    for (; d0 + 2 <= nv; d0 += 2) attention_context_avx512<8, 2>(a, p, tp, i0, d0);
-    if (d0 < nv) attention_context_avx512<8, 1>(a, p, tp, i0, d0);
+    for (; d0 + 2 <= nv; d0 += 2) attention_context_avx512<8, 2>(a, p, inv, tp, i0, d0);
+    if (d0 < nv) attention_context_avx512<8, 1>(a, p, inv, tp, i0, d0);
   }
 }
 
