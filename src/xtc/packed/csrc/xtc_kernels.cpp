@@ -794,6 +794,28 @@ void gemm(int isa, const GemmArgs& g) { gemm_multi(isa, {g}); }
 // ------------------------------------------------------------------------------------------
 // Python-facing functions.
 // ------------------------------------------------------------------------------------------
+// Time spent in the linears' work (activation quantization, GEMMs, the fused FFN), summed when
+// switched on: the benchmark's "integer multiply-accumulates per second" of a whole forward, whose
+// blocks run in one call (encoder_block). Off: one branch per call.
+bool g_timing = false;
+double g_linear_seconds = 0.0;
+
+struct LinearTimer {
+  std::chrono::steady_clock::time_point t0;
+  LinearTimer() { if (g_timing) t0 = std::chrono::steady_clock::now(); }
+  ~LinearTimer() {
+    if (g_timing) g_linear_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
+// Switch the timing on (and reset it) or off; returns the seconds summed since it was last reset.
+double time_linears(bool on) {
+  const double spent = g_linear_seconds;
+  g_timing = on;
+  g_linear_seconds = 0.0;
+  return spent;
+}
+
 void check_weights(const torch::Tensor& wp, const torch::Tensor& colsum128, const torch::Tensor& alpha,
                    const torch::Tensor& bias, int64_t N) {
   TORCH_CHECK(wp.dim() == 3 && wp.scalar_type() == torch::kInt64 && wp.is_contiguous(),
@@ -812,6 +834,7 @@ void check_weights(const torch::Tensor& wp, const torch::Tensor& colsum128, cons
 // Quantize and pack activations once; the result can feed several linears with the same input
 // (query, key and value). Returns (packed activations, scales [M]).
 std::vector<torch::Tensor> pack_activations(torch::Tensor x) {
+  LinearTimer timer;
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "xtc kernel: x must be float32 [M, K]");
   x = x.contiguous();
   const int isa = active_isa();
@@ -839,6 +862,7 @@ GemmArgs make_args(const torch::Tensor& ap, const torch::Tensor& s, const torch:
 
 torch::Tensor linear_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp, torch::Tensor colsum128,
                             torch::Tensor alpha, torch::Tensor bias, int64_t N, int64_t act) {
+  LinearTimer timer;
   torch::Tensor y;
   GemmArgs g = make_args(ap, s, wp, colsum128, alpha, bias, N, act, y);
   if (g.M > 0) gemm(gemm_isa(active_isa(), 4 * g.K4), g);
@@ -859,6 +883,7 @@ Weights weights_of(const py::tuple& w) {
 
 // Several linears on the same packed input, in one parallel region.
 std::vector<torch::Tensor> linears(const torch::Tensor& ap, const torch::Tensor& s, const std::vector<Weights>& ws) {
+  LinearTimer timer;
   std::vector<torch::Tensor> ys(ws.size());
   std::vector<GemmArgs> gs;
   for (size_t i = 0; i < ws.size(); ++i)
@@ -886,6 +911,7 @@ torch::Tensor linear(torch::Tensor x, torch::Tensor wp, torch::Tensor colsum128,
 torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, torch::Tensor c1,
                          torch::Tensor a1, torch::Tensor b1, int64_t N1, torch::Tensor wp2, torch::Tensor c2,
                          torch::Tensor a2, torch::Tensor b2, int64_t N2, int64_t act) {
+  LinearTimer timer;
   check_weights(wp1, c1, a1, b1, N1);
   check_weights(wp2, c2, a2, b2, N2);
   const int isa = active_isa();
@@ -1207,6 +1233,7 @@ torch::Tensor add_layer_norm(torch::Tensor x, torch::Tensor residual, torch::Ten
 // pack_activations(y) would give them.
 std::vector<torch::Tensor> add_layer_norm_pack(torch::Tensor x, torch::Tensor residual, torch::Tensor gamma,
                                                torch::Tensor beta, double eps) {
+  LinearTimer timer;
   TORCH_CHECK(float_ops_available(), "xtc kernel: add_layer_norm_pack needs the AVX-512 path");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && residual.scalar_type() == torch::kFloat32 &&
               gamma.scalar_type() == torch::kFloat32 && beta.scalar_type() == torch::kFloat32,
@@ -1401,6 +1428,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear", &linear, "pack_activations + linear_packed");
   m.def("prepare_tiles", &prepare_tiles, "tile layout and 128 * column sums of int8 codes");
   m.def("quantize_activations", &quantize_activations, "int8 codes and scales as the kernel computes them");
+  m.def("time_linears", &time_linears, "sum the time of the linears' work from now on (True) or stop; "
+        "returns the seconds summed since the last call");
   m.def("measure_clock_ghz", &measure_clock_ghz, "core clock in GHz (a chain of dependent adds)");
   m.def("peak_macs_per_cycle", [] { return peak_macs_per_cycle(active_isa()); },
         "peak int8 multiply-accumulates per cycle and core of the active path");
