@@ -241,6 +241,31 @@ def summary_table(cells: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ort_summary() -> str:
+    """One line under README.md's summary table: packed latency over ONNX Runtime int8's in every cell of
+    results/inference.json (models x W1A8/W2A8 x thread counts x batches), and how many meet issue 34's
+    0.6x."""
+    path = HERE / "results" / "inference.json"
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())
+    per_model, met, cells = [], 0, 0
+    for model, m in results["models"].items():
+        v = m["variants"]
+        if "ort_int8" not in v:
+            continue
+        ratios = []
+        for variant in ("packed_w1a8", "packed_w2a8"):
+            for key, ort in v["ort_int8"]["latency"].items():
+                field = "median_ms" if key.startswith("t2") else "cpu_median_ms"  # as the tables: 2t wall, 1t CPU
+                ratios.append(v[variant]["latency"][key][field] / ort[field])
+        met, cells = met + sum(r <= 0.6 for r in ratios), cells + len(ratios)
+        per_model.append(f"{model} {min(ratios):.2f}-{max(ratios):.2f}x")
+    return (f"\nPacked W1A8 / W2A8 against ONNX Runtime int8 of the same model, batch 1 and 32, 1 and 2 threads "
+            f"({results['machine']['cpu']}, `{results['command']}`): {', '.join(per_model)} of its latency; "
+            f"at most 0.6x in {met} of {cells} cells.\n")
+
+
 def training(r: dict) -> str:
     """Training wall time of an embedding row in minutes, with bf16 autocast or FP32 and the torch threads."""
     wall = r.get("train_wall_s")
@@ -343,7 +368,7 @@ def _replace_between(path: Path, name: str, body: str) -> None:
 def main():
     cells = load()
     _replace_between(README, "glue-table", table(cells))
-    _replace_between(ROOT_README, "summary-table", summary_table(cells))
+    _replace_between(ROOT_README, "summary-table", summary_table(cells) + ort_summary())
     from bench_inference import ort_table
     from bench_inference import table as inference_table
 
