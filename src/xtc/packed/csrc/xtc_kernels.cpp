@@ -758,7 +758,7 @@ inline void gemm_block(int isa, const GemmArgs& g, int64_t mb, int64_t cb) {
   gemm_scalar_block(g, mb, cb);
 }
 
-// Row blocks [mb0, mb1) of one column block: the unit of work of every caller.
+// Row blocks [mb0, mb1) of one column block (gemm_cols: of several in a row, which AMX pipelines).
 void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb) {
 #if XTC_X86
   if (isa == ISA_AMX) return gemm_cols_amx(g, mb0, mb1, cb, cb + 1);
