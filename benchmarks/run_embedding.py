@@ -14,8 +14,7 @@ Rows:
   minilm_w1a8_emb1 the same with the embedding term weighted 1 instead of 10 (emb_weight)
   minilm_w1a8_4ep_bf16_att01   4 epochs (bf16), the attention term weighted 0.1 instead of 1
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
-  mpnet_6l_w1a8_2ep_bf16(_att01)   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16),
-                   (the attention term weighted 0.1)
+  mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
@@ -70,9 +69,6 @@ ROWS = {
     "mpnet_6l_w1a8_2ep_bf16": Row("mpnet", "embedding-mpnet-6l-w1a8", qat=(("bf16", True), ("epochs", 2.0),
                                                                          ("eval_steps", 479), ("warmup_epochs", 0.67)),
                                   reuse_reduced="mpnet_6l_w1a8"),
-    "mpnet_6l_w1a8_2ep_bf16_att01": Row("mpnet", "embedding-mpnet-6l-w1a8", att_weight=0.1,
-                                        qat=(("bf16", True), ("epochs", 2.0), ("eval_steps", 479),
-                                             ("warmup_epochs", 0.67)), reuse_reduced="mpnet_6l_w1a8"),
 }
 
 
