@@ -170,8 +170,8 @@ def final_dev(log: Path, spec) -> dict | None:
 
 def run_unit(task: str, row: str, seed: int, args) -> dict:
     import xtc
-    from xtc.pipeline import distill, finetune
     from xtc.config import DistillConfig
+    from xtc.pipeline import distill, finetune
     from xtc.recipe import QuantConfig
     from xtc.train import TrainConfig
 

@@ -258,3 +258,28 @@ def test_attention_and_layer_norm_kernels_match_torch():
     # what the kernels do not take goes to torch's operators
     assert not K.float_ops(8) and K.float_ops(32) and not K.float_ops(32, torch.zeros(1, 2, 1, 5))
     assert not K.float_ops(32, torch.zeros(1, 1, 1, 5, dtype=torch.float16))
+
+
+@pytest.mark.skipif(ext is None or not ext.float_ops_available(), reason="the fused LayerNorm needs the AVX-512 path")
+def test_layer_norm_that_quantizes_equals_layer_norm_then_quantization():
+    # add_layer_norm_pack hands the FFN its input already quantized (and the row maxima it found on the
+    # way): the same codes and scales as quantizing the LayerNorm's output afterwards
+    torch.manual_seed(14)
+    for rows, width in [(37, 384), (128, 768), (5, 96)]:
+        x, res = torch.randn(rows, width) * 3, torch.randn(rows, width)
+        gamma, beta = torch.randn(width), torch.randn(width)
+        y, ap, s = ext.add_layer_norm_pack(x, res, gamma, beta, 1e-12)
+        assert torch.equal(y, ext.add_layer_norm(x, res, gamma, beta, 1e-12))
+        ap_ref, s_ref = ext.pack_activations(y)
+        assert torch.equal(ap, ap_ref) and torch.equal(s, s_ref)
+
+
+def test_linear_time_is_summed_only_while_switched_on():
+    # bench_inference's multiply-accumulates per second read this sum (a packed block is one call)
+    prep = K.prepare_weights(_codes(64, 128, False, 3), torch.rand(64), None, False)
+    x = torch.randn(20, 128)
+    ext.time_linears(True)
+    K.packed_linear(x, prep, 64)
+    assert ext.time_linears(False) > 0
+    K.packed_linear(x, prep, 64)
+    assert ext.time_linears(False) == 0
