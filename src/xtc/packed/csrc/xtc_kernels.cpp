@@ -177,26 +177,15 @@ __attribute__((target("avx512f,avx512bw"))) void quantize_row_avx512(const float
     }
     amax = _mm512_reduce_max_ps(vmax);
   }
-  if (std::isnan(amax)) { quantize_row_scalar(x, K, u, s_out); return; }
   float s = row_scale(amax);
   const float ds = s > 0.f ? s : 1.f, inv = 1.f / ds;
+  // NaN or infinite rows, or a scale too small to invert: the scalar path (a division in every lane)
+  if (!std::isfinite(amax) || !std::isfinite(inv)) { quantize_row_scalar(x, K, u, s_out); return; }
   // x / d by a multiplication with 1 / d (a division costs several times as much): the product is
   // within |x / d| 2^-23 <= 1.6e-5 of the exact quotient, torch's correctly rounded quotient within
   // 8e-6, so the two round to different integers only where the quotient is within ~3e-5 of a
   // half-integer; lanes within 1e-4 of one (rounding residual above 0.4999) are divided exactly
   // (rare: ~2 in 10,000). |x / d| <= 128 (+ rounding), so the integer clamp only catches +128.
-  if (!std::isfinite(inv) || !std::isfinite(amax)) {  // an infinite row: divide every lane, as torch
-    const __m512 d = _mm512_set1_ps(ds), lo = _mm512_set1_ps(-128.f), hi = _mm512_set1_ps(127.f);
-    for (k = 0; k < K; k += 16) {
-      __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-      __m512 v = _mm512_roundscale_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), d),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);  // NaN (inf / inf) -> -128, as the scalar path
-      _mm512_mask_cvtepi32_storeu_epi8(u + k, m, _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(128)));
-    }
-    *s_out = s;
-    return;
-  }
   const __m512 d = _mm512_set1_ps(ds), r = _mm512_set1_ps(inv), near_tie = _mm512_set1_ps(0.4999f);
   const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
   for (k = 0; k < K; k += 16) {
@@ -758,10 +747,10 @@ inline void gemm_block(int isa, const GemmArgs& g, int64_t mb, int64_t cb) {
   gemm_scalar_block(g, mb, cb);
 }
 
-// Row blocks [mb0, mb1) of one column block (gemm_cols: of several in a row, which AMX pipelines).
+// Row blocks [mb0, mb1) of one column block on the AVX-512, AVX2 and scalar paths (AMX pipelines
+// several column blocks: gemm_cols sends it to gemm_cols_amx).
 void gemm_rows(int isa, const GemmArgs& g, int64_t mb0, int64_t mb1, int64_t cb) {
 #if XTC_X86
-  if (isa == ISA_AMX) return gemm_cols_amx(g, mb0, mb1, cb, cb + 1);
   if (isa == ISA_AVX2) {
     thread_local AlignedScratch scratch;  // per thread, kept between calls
     int8_t* expanded = scratch.get(g.K4 * 64);
