@@ -13,6 +13,7 @@ Rows:
                    (recipes/embedding-minilm-w1a8.yaml)
   minilm_w1a8_emb1 the same with the embedding term weighted 1 instead of 10 (emb_weight)
   minilm_w1a8_4ep_bf16_att01   4 epochs (bf16), the attention term weighted 0.1 instead of 1
+  minilm_w1a8_4ep_bf16_row     4 epochs (bf16), one weight scale per output row (groups: row)
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
@@ -48,6 +49,7 @@ class Row:
     emb_weight: float | None = None  # an ablation: the recipe with another weight of the embedding term
     att_weight: float | None = None  # an ablation: the recipe with another weight of the attention term
     qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
+    quant: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's quantization (QuantConfig)
     reuse_reduced: str | None = None  # a row whose finished FP32 layer-reduction stage this one starts from
 
 
@@ -61,6 +63,9 @@ ROWS = {
                                                                        ("eval_steps", 958))),
     "minilm_w1a8_4ep_bf16_att01": Row("minilm", "embedding-minilm-w1a8", att_weight=0.1,
                                       qat=(("bf16", True), ("epochs", 4.0))),
+    # one weight scale per output row instead of one per matrix (the packed file keeps one float per row)
+    "minilm_w1a8_4ep_bf16_row": Row("minilm", "embedding-minilm-w1a8", quant=(("groups", "row"),),
+                                    qat=(("bf16", True), ("epochs", 4.0))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -124,6 +129,8 @@ def run_row(name: str, seed: int, args) -> dict:
         recipe = replace(recipe, distill=replace(recipe.distill, att_weight=row.att_weight))
     if row.qat:
         recipe = replace(recipe, qat=replace(recipe.qat, **dict(row.qat)))
+    if row.quant:
+        recipe = replace(recipe, quant=replace(recipe.quant, **dict(row.quant)))
     out = RUNS / f"embedding-{name}-{seed}"
     source = RUNS / f"embedding-{row.reuse_reduced}-{seed}" / "reduced"
     if row.reuse_reduced and not out.exists() and (source / "stage.json").exists():
@@ -144,7 +151,7 @@ def run_row(name: str, seed: int, args) -> dict:
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
             "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight,
-            "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16,
+            "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16, "weight_groups": recipe.quant.groups,
             "reduced_stage_from": row.reuse_reduced,
             "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}

@@ -38,7 +38,8 @@ def test_amx_and_avx512_paths_give_the_same_bits():
     torch.manual_seed(11)
     previous = ext.get_isa()
     try:
-        for m, n, k in [(128, 384, 384), (33, 100, 192)]:
+        # 130 x 768: over 64 KB of token tiles and K <= 1024, the path that streams them
+        for m, n, k in [(128, 384, 384), (33, 100, 192), (130, 48, 768)]:
             for ternary in (False, True):
                 codes = _codes(n, k, ternary, seed=12)
                 prep = K.prepare_weights(codes, torch.rand(n), torch.randn(n), ternary)
@@ -150,8 +151,10 @@ def test_fused_gelu_and_ffn(isa):
     # torch agrees up to 1e4; near float32's maximum its AVX-512 path overflows to inf (its AVX2 path
     # does not), so the last value is compared with x only, above
     assert torch.equal(F.gelu(tails[:-1]), tails[:-1]) and torch.equal(F.gelu(-tails), torch.zeros_like(tails))
-    # AMX for both linears, neither, and only the first (the intermediate width 96 is not a multiple of 64)
-    for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True), (150, 64, 96, True), (300, 128, 256, False)]:
+    # AMX for both linears, neither, and only the first (the intermediate width 96 is not a multiple of 64);
+    # 130 tokens x 768: the up projection streams its token tiles
+    for m, h, i, ternary in [(5, 64, 128, False), (200, 32, 80, True), (150, 64, 96, True), (300, 128, 256, False),
+                             (130, 768, 64, True)]:
         up, down = _codes(i, h, ternary, 6), _codes(h, i, ternary, 7)
         p1 = K.prepare_weights(up, torch.rand(i) * 0.1, torch.randn(i), ternary)
         p2 = K.prepare_weights(down, torch.rand(h) * 0.1, torch.randn(h), ternary)
