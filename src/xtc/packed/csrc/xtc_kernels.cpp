@@ -82,7 +82,8 @@ int detect_isa() {
 #if XTC_X86 && defined(__GNUC__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vnni"))
     return amx_usable() ? ISA_AMX : ISA_AVX512;
   if (__builtin_cpu_supports("avx2")) return ISA_AVX2;
 #endif
@@ -164,9 +165,11 @@ void quantize_row_scalar(const float* x, int64_t K, uint8_t* u, float* s_out) {
 }
 
 #if XTC_X86
-// amax: max |x| of the row when the caller computed it on the way (negative: not known).
-__attribute__((target("avx512f,avx512bw"))) void quantize_row_avx512(const float* x, int64_t K, uint8_t* u,
-                                                                       float* s_out, float amax = -1.f) {
+// amax: max |x| of the row when the caller computed it on the way (negative: not known). Values
+// 64c .. 64c + 63 go to u + c * stride (stride 64: one contiguous row; the AMX layout interleaves
+// tokens every 64 values). Returns false, writing nothing, for a row the scalar path must take.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) bool quantize_row_strided_avx512(
+    const float* x, int64_t K, uint8_t* u, int64_t stride, float* s_out, float amax = -1.f) {
   int64_t k = 0;
   if (!(amax >= 0.f)) {
     __m512 vmax = _mm512_setzero_ps();
@@ -180,27 +183,32 @@ __attribute__((target("avx512f,avx512bw"))) void quantize_row_avx512(const float
   float s = row_scale(amax);
   const float ds = s > 0.f ? s : 1.f, inv = 1.f / ds;
   // NaN or infinite rows, or a scale too small to invert: the scalar path (a division in every lane)
-  if (!std::isfinite(amax) || !std::isfinite(inv)) { quantize_row_scalar(x, K, u, s_out); return; }
+  if (!std::isfinite(amax) || !std::isfinite(inv)) return false;
   // x / d by a multiplication with 1 / d (a division costs several times as much): the product is
   // within |x / d| 2^-23 <= 1.6e-5 of the exact quotient, torch's correctly rounded quotient within
   // 8e-6, so the two round to different integers only where the quotient is within ~3e-5 of a
-  // half-integer; lanes within 1e-4 of one (rounding residual above 0.4999) are divided exactly
-  // (rare: ~2 in 10,000). |x / d| <= 128 (+ rounding), so the integer clamp only catches +128.
+  // half-integer; lanes within 1e-4 of one (rounding residual above 0.4999, from vreduceps: the
+  // exact v - round(v)) are divided exactly (rare: ~2 in 10,000). |x / d| <= 128 (+ rounding): the
+  // saturating narrowing to int8 clamps +128 to 127, and XOR 0x80 makes the stored u8 = q + 128.
   const __m512 d = _mm512_set1_ps(ds), r = _mm512_set1_ps(inv), near_tie = _mm512_set1_ps(0.4999f);
-  const __m512i lo = _mm512_set1_epi32(-128), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+  const __m128i flip = _mm_set1_epi8((char)0x80);
   for (k = 0; k < K; k += 16) {
-    __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+    const __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
     const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
-    __m512 v = _mm512_mul_ps(xv, r);
+    const __m512 v = _mm512_mul_ps(xv, r);
     __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __mmask16 tie = _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(_mm512_sub_ps(v, _mm512_cvtepi32_ps(q))),
-                                                  near_tie, _CMP_GT_OQ);
+    const __mmask16 tie = _mm512_mask_cmp_ps_mask(
+        m, _mm512_abs_ps(_mm512_reduce_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), near_tie, _CMP_GT_OQ);
     if (tie) q = _mm512_mask_cvt_roundps_epi32(q, tie, _mm512_div_ps(xv, d),
                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
-    _mm512_mask_cvtepi32_storeu_epi8(u + k, m, q);
+    _mm_mask_storeu_epi8(u + (k >> 6) * stride + (k & 63), m, _mm_xor_si128(_mm512_cvtsepi32_epi8(q), flip));
   }
   *s_out = s;
+  return true;
+}
+
+void quantize_row_avx512(const float* x, int64_t K, uint8_t* u, float* s_out, float amax = -1.f) {
+  if (!quantize_row_strided_avx512(x, K, u, 64, s_out, amax)) quantize_row_scalar(x, K, u, s_out);
 }
 
 __attribute__((target("avx2,fma"))) void quantize_row_avx2(const float* x, int64_t K, uint8_t* u,
@@ -269,6 +277,10 @@ void quantize_pack_rows(int isa, int64_t M, int64_t K, int64_t MR, uint32_t* ap,
         if (m < M) {
           float amax = -1.f;  // max |row|, when row_of computes it on the way
           const float* xm = row_of(m, amax);
+#if XTC_X86
+          // straight into the tiles: 64 values of this token per 1 KB tile row
+          if (amx && quantize_row_strided_avx512(xm, K, (uint8_t*)(blk + r * 16), MR * 64, s + m, amax)) continue;
+#endif
           quantize_row(isa, xm, K, row.data(), s + m, amax);
         } else {
           std::fill(row.begin(), row.end(), (uint8_t)128);
@@ -1129,13 +1141,49 @@ XTC_AVX512_VL void attention_context_avx512(const AttnArgs& a, const float* p, c
       _mm512_storeu_ps(a.out + (i0 + r) * a.ld + 16 * (d0 + u), _mm512_mul_ps(acc[r][u], _mm512_set1_ps(inv[r])));
 }
 
+// dst[c * ldd + j] = src[j * ld + c] for a 16 x 16 block: unpacks within 128-bit lanes, then two
+// rounds of 128-bit lane shuffles (64 shuffles instead of 256 scalar loads and stores).
+XTC_AVX512_VL void transpose16_avx512(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m512 r[16], u[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {  // pairs of rows: (2i, 2i + 1) interleaved
+    u[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    u[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {  // r[4i + k]: rows 4i .. 4i + 3 of columns k, k + 4, k + 8, k + 12 (one per lane)
+    const __m512d lo0 = _mm512_castps_pd(u[4 * i]), lo1 = _mm512_castps_pd(u[4 * i + 2]);
+    const __m512d hi0 = _mm512_castps_pd(u[4 * i + 1]), hi1 = _mm512_castps_pd(u[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512 w0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), w1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+    const __m512 w2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+                 w3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    _mm512_storeu_ps(dst + k * ldd, _mm512_shuffle_f32x4(w0, w2, 0x88));
+    _mm512_storeu_ps(dst + (k + 8) * ldd, _mm512_shuffle_f32x4(w0, w2, 0xDD));
+    _mm512_storeu_ps(dst + (k + 4) * ldd, _mm512_shuffle_f32x4(w1, w3, 0x88));
+    _mm512_storeu_ps(dst + (k + 12) * ldd, _mm512_shuffle_f32x4(w1, w3, 0xDD));
+  }
+}
+
 // One (sequence, head), 8 queries at a time: scores (2 x 4 queries), softmax, context.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) void attention_head_avx512(const AttnArgs& a,
                                                                                           float* kt, float* p) {
   const int64_t t = a.t, D = a.D, tp = ceil_div(t, 64) * 64, nv = D / 16;
-  for (int64_t c = 0; c < D; ++c) {  // K transposed: keys along the vector lanes
-    for (int64_t j = 0; j < t; ++j) kt[c * tp + j] = a.k[j * a.ld + c];
-    for (int64_t j = t; j < tp; ++j) kt[c * tp + j] = 0.f;
+  for (int64_t c0 = 0; c0 < D; c0 += 16) {  // K transposed: keys along the vector lanes
+    int64_t j = 0;
+    for (; j + 16 <= t; j += 16) transpose16_avx512(a.k + j * a.ld + c0, a.ld, kt + c0 * tp + j, tp);
+    for (int64_t c = c0; c < c0 + 16; ++c) {
+      for (int64_t i = j; i < t; ++i) kt[c * tp + i] = a.k[i * a.ld + c];
+      for (int64_t i = t; i < tp; ++i) kt[c * tp + i] = 0.f;
+    }
   }
   for (int64_t i0 = 0; i0 < t; i0 += 8) {
     attention_scores_avx512(a, kt, tp, i0, p);
