@@ -38,8 +38,8 @@ def _inputs():
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _blocks(model):
-    return [m for m in model.modules() if hasattr(type(m), "_xtc_base_class")]
+def _blocks(model):  # the blocks on the lean forward (MPNet's encoder has a switched class of its own)
+    return [m for m in model.modules() if hasattr(type(m), "_xtc_base_class") and "forward" in type(m).__dict__]
 
 
 @pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("roberta", 1), ("electra", 2), ("mpnet", 1),
@@ -137,3 +137,27 @@ def test_one_call_block_equals_the_kernels_op_by_op(tmp_path, family, bits):
         op_by_op = kernels.add_layer_norm(block.intermediate(attended), attended, block.output.LayerNorm)
     assert torch.equal(one_call, op_by_op)
     assert not torch.equal(one_call[0], one_call[1])
+
+
+def test_mpnet_position_bias_is_computed_once_per_length_and_table(tmp_path):
+    # the relative-position bias depends only on the length and the bias table: the packed model
+    # keeps it per length, as a batch-broadcast view, and recomputes it when the table is edited
+    model = _packed("mpnet", 1, tmp_path)
+    encoder = model.mpnet.encoder
+    reference = type(encoder)._xtc_base_class.compute_position_bias
+    x = torch.zeros(3, 21, COMMON["hidden_size"])
+    with torch.inference_mode():
+        first, again = encoder.compute_position_bias(x), encoder.compute_position_bias(x)
+        assert torch.equal(first, reference(encoder, x)) and first.shape == (3, 4, 21, 21)
+        assert first.stride(0) == 0 and again.data_ptr() == first.data_ptr()  # one copy, reused
+        shorter = encoder.compute_position_bias(x[:, :9])
+        assert torch.equal(shorter, reference(encoder, x[:, :9]))
+    with torch.no_grad():
+        encoder.relative_attention_bias.weight.add_(1.0)
+    with torch.inference_mode():
+        assert torch.equal(encoder.compute_position_bias(x), reference(encoder, x))
+        assert torch.equal(model(**_inputs()).logits, model(**_inputs()).logits)
+    with torch.enable_grad():  # outside inference (training, gradients): transformers' own, uncached
+        assert encoder.compute_position_bias(x).stride(0) != 0
+    assert use_lean_blocks(model, False) == 2 and not hasattr(type(encoder), "_xtc_base_class")
+    assert "_xtc_position_bias" not in encoder.__dict__

@@ -277,7 +277,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: int, hea
               mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + bias + mask) v per head, for q, k, v ``[batch * T, heads * D]`` as the
     projections give them; returns the context in the same layout (heads side by side)."""
-    return extension().attention(q, k, v, batch, heads, scale, mask, bias)
+    return extension().attention(q, k, v, batch, heads, scale, mask, _one_bias(bias))
+
+
+def _one_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """A bias broadcast over the batch (stride 0, as the cached MPNet position bias is) as its one copy:
+    the kernels take ``[1, H, T, T]`` as well, and the expanded view would be copied B times."""
+    if bias is not None and bias.shape[0] > 1 and bias.stride(0) == 0:
+        return bias[:1]
+    return bias
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
@@ -295,6 +303,6 @@ def encoder_block(x: torch.Tensor, batch: int, heads: int, scale: float, mask: t
     def w(m):
         return _weights(m._buffers, m.out_features)
 
-    return extension().encoder_block(x.reshape(-1, x.shape[-1]), batch, heads, scale, mask, bias,
+    return extension().encoder_block(x.reshape(-1, x.shape[-1]), batch, heads, scale, mask, _one_bias(bias),
                                       [w(m) for m in qkv], w(out), norm1.weight, norm1.bias, norm1.eps,
                                       w(ffn.up), w(ffn.down), ACTIVATIONS["gelu"], norm2.weight, norm2.bias, norm2.eps)

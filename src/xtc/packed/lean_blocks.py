@@ -137,11 +137,32 @@ def _lean_mpnet_forward(self, hidden_states: torch.Tensor, attention_mask: torch
 _LAYOUTS = ((_is_lean_capable, _lean_forward), (_is_lean_capable_mpnet, _lean_mpnet_forward))
 
 
-def _lean_class(cls: type, forward) -> type:
+def _cached_position_bias(self, x: torch.Tensor, position_ids: torch.Tensor | None = None, num_buckets: int = 32):
+    # MPNet's relative-position bias depends only on the sequence length and the bias table: at batch 1
+    # its ~15 small tensor ops, gather and [1, H, T, T] copy took ~5 % of a packed 5-layer forward.
+    # Cached per length (and per version of the table, so that an edited table is seen), returned as
+    # transformers returns it, [B, H, T, T], but as a stride-0 view over the batch (read-only everywhere).
+    if self.training or position_ids is not None or torch.is_grad_enabled():
+        return super(type(self), self).compute_position_bias(x, position_ids, num_buckets)
+    table = self.relative_attention_bias.weight
+    key = (x.size(1), num_buckets, x.device, table.dtype, id(table), table._version)
+    cached = self.__dict__.get("_xtc_position_bias")
+    if cached is None or cached[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+            bias = super(type(self), self).compute_position_bias(x[:1], None, num_buckets)
+        self.__dict__["_xtc_position_bias"] = cached = (key, bias)
+    return cached[1].expand(x.size(0), -1, -1, -1)
+
+
+def _is_mpnet_encoder(module: nn.Module) -> bool:
+    return type(module).__name__ == "MPNetEncoder" and hasattr(module, "compute_position_bias")
+
+
+def _lean_class(cls: type, forward, method: str = "forward") -> type:
     if cls not in _lean_classes:
         _lean_classes[cls] = type(cls.__name__, (cls,), {
-            "forward": forward, "__module__": __name__, "_xtc_base_class": cls,
-            "__doc__": f"{cls.__name__} with xtc's lean packed forward (transformers' forward otherwise)."})
+            method: forward, "__module__": __name__, "_xtc_base_class": cls,
+            "__doc__": f"{cls.__name__} with xtc's lean packed {method} (transformers' otherwise)."})
     return _lean_classes[cls]
 
 
@@ -155,6 +176,13 @@ def use_lean_blocks(model: nn.Module, enabled: bool = True, float_kernels: bool 
     switched = 0
     for block in model.modules():
         base = getattr(type(block), "_xtc_base_class", None)
+        if _is_mpnet_encoder(block):  # (the switched class keeps the name)
+            if enabled and base is None:
+                block.__class__ = _lean_class(type(block), _cached_position_bias, "compute_position_bias")
+            elif not enabled and base is not None:
+                block.__class__ = base
+                block.__dict__.pop("_xtc_position_bias", None)
+            continue
         forward = next((fw for capable, fw in _LAYOUTS if capable(block)), None) if base is None else None
         if enabled and forward is not None:
             block.__dict__["_xtc_inner_modules"] = [m for m in block.modules() if m is not block]
