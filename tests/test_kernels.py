@@ -171,6 +171,28 @@ def test_fused_gelu_and_ffn(isa):
         torch.testing.assert_close(K.packed_linear(x, p1, i, "gelu"), F.gelu(pre), rtol=1e-5, atol=1e-5)
 
 
+def test_ffn_with_large_weights_and_few_tokens_splits_columns_across_threads_to_the_same_bits(isa):
+    # BERT-base-sized FFN weights, fewer tokens than one chunk per thread: with 2 threads the two
+    # linears share out column blocks instead of token chunks; the sums and epilogues are the same
+    torch.manual_seed(8)
+    h, i, m = 256, 8192, 40  # 4 * K * N >= 2**21: "large" weights
+    p1 = K.prepare_weights(_codes(i, h, False, 9), torch.rand(i) * 0.05, torch.randn(i), False)
+    p2 = K.prepare_weights(_codes(h, i, True, 10), torch.rand(h) * 0.05, torch.randn(h), True)
+    x = torch.randn(m, h)
+    previous = torch.get_num_threads()
+    try:
+        ys = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ys.append(K.packed_ffn(x, p1, i, p2, h))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(*ys)
+    hid = ext.gelu(K.linear_reference(x, _codes(i, h, False, 9), p1["alpha"][:i], p1["bias_p"][:i]))
+    torch.testing.assert_close(ys[0], K.linear_reference(hid, _codes(h, i, True, 10), p2["alpha"][:h], p2["bias_p"][:h]),
+                               rtol=1e-5, atol=1e-4)
+
+
 def test_packed_modules_kernel_and_torch_paths_agree():
     torch.manual_seed(6)
     for kind in ("binary", "ternary"):

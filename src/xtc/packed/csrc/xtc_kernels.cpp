@@ -972,10 +972,31 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   // Chunks of 128 tokens; 512 for BERT-base-sized weights and up, whose expansion to int8 tiles
   // (AMX, once per chunk) otherwise costs more than the larger intermediate does (BERT-base, batch 32:
   // 5 % faster with 512 than with 128 or 1024; MiniLM-L6: 128 is best).
-  const int64_t chunk = 4 * wp1.size(1) * N1 >= (1 << 21) ? 512 : 128;
-  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(chunk / MR, ceil_div(MB, at::get_num_threads())));
-  const int64_t CM = CB * MR, K4b = wp2.size(1);
+  const bool large = 4 * wp1.size(1) * N1 >= (1 << 21);
+  const int64_t chunk = large ? 512 : 128;
+  const int64_t threads = at::get_num_threads(), K4b = wp2.size(1);
   const uint32_t* apd = (const uint32_t*)ap.data_ptr<int32_t>();
+  if (large && threads > 1 && M <= chunk * (threads - 1)) {
+    // Fewer full chunks than threads (batch 1): chunks of M / threads tokens would make every thread
+    // expand all of both weight matrices. Instead the threads share each linear's column blocks (each
+    // expands its share once), with the re-quantization in between: two more barriers (BERT-base,
+    // 2 threads, batch 1: 0.97x the model time; MiniLM-sized weights: 1.11x, so they keep the chunks).
+    auto h = torch::empty({M, N1}, torch::kFloat32);
+    auto hp = torch::empty({MB, K4b, MR}, torch::kInt32);
+    auto hs = torch::empty({M}, torch::kFloat32);
+    gemm(isa1, GemmArgs{apd, s.data_ptr<float>(), (const uint64_t*)wp1.data_ptr<int64_t>(), c1.data_ptr<int32_t>(),
+                        a1.data_ptr<float>(), b1.data_ptr<float>(), h.data_ptr<float>(), M, N1, wp1.size(1),
+                        wp1.size(0), MR, wp1.size(2), ACT_NONE});
+    quantize_pack(isa, h.data_ptr<float>(), M, N1, MR, (uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
+                  act == ACT_GELU);
+    gemm(isa2, GemmArgs{(const uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
+                        (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(), a2.data_ptr<float>(),
+                        b2.data_ptr<float>(), y.data_ptr<float>(), M, N2, wp2.size(1), wp2.size(0), MR,
+                        wp2.size(2), ACT_NONE});
+    return y;
+  }
+  const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(chunk / MR, ceil_div(MB, threads)));
+  const int64_t CM = CB * MR;
   at::parallel_for(0, ceil_div(MB, CB), 1, [&](int64_t q0, int64_t q1) {
     // Per-thread scratch, kept between calls (OpenMP threads persist): the intermediate of one chunk.
     // 64-byte aligned (a std::vector's large buffers are 16-byte aligned: every 64-byte store of the
