@@ -64,6 +64,8 @@ def test_pack_unpack_round_trip(packing):
         assert torch.equal(bitpack.unpack(packed, cols, packing), codes.to(torch.int8))
         assert torch.equal(bitpack.unpack(packed[None], cols, packing)[0], codes.to(torch.int8))  # any leading dims
         assert bitpack.invalid_bytes(packed, packing) == 0
+        ids = torch.tensor([[5, 0, 5], [2, 1, 3]])  # an embedding's lookup: rows in any order, repeated
+        assert torch.equal(bitpack.lookup_rows(packed, ids, cols, packing), codes[ids].float())
 
 
 def test_packing_densities_and_invalid_bytes():

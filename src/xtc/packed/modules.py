@@ -123,8 +123,8 @@ class PackedEmbedding(nn.Module):
         return bitpack.unpack(self.packed, self.embedding_dim, self.packing)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        rows = bitpack.unpack(self.packed[input_ids], self.embedding_dim, self.packing)
-        return rows.float() * self.scales[input_ids].unsqueeze(-1)
+        rows = bitpack.lookup_rows(self.packed, input_ids, self.embedding_dim, self.packing)
+        return rows * F.embedding(input_ids, self.scales.unsqueeze(1))
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.kind} ({self.packing}), per row"
