@@ -15,7 +15,8 @@ the LayerNorm before the FFN quantizes its rows for it in the same pass). With
 Installed by ``load_packed`` on blocks of the BERT layout (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT:
 the same block code in transformers) and of MPNet's (its own eager attention with the relative-position
 bias that the encoder computes once and hands to every block; the lean path repeats that arithmetic
-op for op) by giving each block a subclass of its own class whose
+op for op, and the encoder keeps that bias per sequence length at inference) by giving each block a
+subclass of its own class whose
 ``forward`` takes the lean path, so module names, state dict, ``isinstance`` and transformers'
 hidden-state capture (a hook on the block itself) stay as they were. Anything the lean path does not
 cover goes to transformers' forward: training mode, cross-attention or a cache, an attention
@@ -172,7 +173,8 @@ def use_lean_blocks(model: nn.Module, enabled: bool = True, float_kernels: bool 
     them (faster; equal to transformers' arithmetic to float rounding, which the 8-bit re-quantization
     of the next linear can turn into one code step here and there); False: torch's own operators, so
     that the outputs equal transformers' to the bit. Switching on blocks that are on already only sets
-    ``float_kernels``. Returns the number of blocks switched on or off."""
+    ``float_kernels``. An MPNet encoder is switched with its blocks (its position bias cached per length
+    at inference). Returns the number of blocks switched on or off."""
     switched = 0
     for block in model.modules():
         base = getattr(type(block), "_xtc_base_class", None)
