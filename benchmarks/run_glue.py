@@ -83,6 +83,7 @@ class Row:
     augmented: bool = False
     average_last: float = 0.0  # weight averaging over this last fraction of the steps (issue 33's screening)
     att_weight: float = 1.0  # weight of the KD attention term (XTC's: 1; issue 33's screening)
+    ternary_first: float = 0.0  # binary rows: this first fraction of the steps trained ternary (issue 33)
 
     @property
     def teacher_row(self) -> str:
@@ -113,6 +114,10 @@ ROWS: dict[str, Row] = {
     "6l_w1a8_grouped": Row(bits=1, length_grouped=True),  # the SWA rows' baseline: same batches, no averaging
     # the attention term is ~90 % of the KD loss in every run looked at: weighted 0.1 instead of 1
     "6l_w1a8_att01": Row(bits=1, att_weight=0.1),
+    # progressive bit reduction: ternary for the first third / half of the steps, then binary (baseline:
+    # 6l_w1a8_grouped, the same batches)
+    "6l_w1a8_tern33": Row(bits=1, ternary_first=1 / 3, length_grouped=True),
+    "6l_w1a8_tern50": Row(bits=1, ternary_first=0.5, length_grouped=True),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
@@ -210,7 +215,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         finetune(model, task, teacher_dir.parent, glue, teacher_cfg, resume=True)
     # the warm-up keeps its length (one epoch at most) unless the row scales it; only the decay grows
     cfg = replace(student_cfg, epochs=r.epochs * epochs, warmup_epochs=r.warmup * student_cfg.warmup_epochs,
-                  average_last=r.average_last)
+                  average_last=r.average_last, ternary_first=r.ternary_first)
     latent = r.latent_lr_scale if r.latent_lr_scale is not None else args.latent_lr_scale
     if latent is not None:
         cfg = replace(cfg, latent_lr_scale=latent)
@@ -260,6 +265,7 @@ def unit_result(task, row, seed, args, spec, summary, bits, layers, cfg, kwargs,
         "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None, "warmup_epochs": cfg.warmup_epochs,
         "weight_groups": kwargs["quant"].groups if "quant" in kwargs else None,
         "att_weight": kwargs["distill_config"].att_weight if "distill_config" in kwargs else 1.0,
+        "ternary_first": cfg.ternary_first,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": started_at, "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"

@@ -215,3 +215,46 @@ def test_bf16_is_a_training_option_of_recipes_and_the_command_line():
     assert not apply_options(recipe_from_dict({"qat": {"bf16": True}}), {"bf16": False}).qat.bf16
     with pytest.raises(ConfigError, match="bf16"):
         TrainConfig(bf16="yes")
+
+
+def test_ternary_first_trains_the_binary_linears_ternary_then_binary_and_evaluates_only_binary(tmp_path, monkeypatch):
+    """Progressive bit reduction: with ternary_first=0.5 over 6 steps, steps 1-3 quantize the binary
+    linears ternary, steps 4-6 binary; no evaluation scores the ternary model; the kept model is binary."""
+    import json
+
+    from xtc_tiny import make_tiny_glue, make_tiny_model
+
+    from xtc.pipeline import distill
+    from xtc.train import TernaryFirst
+
+    teacher = make_tiny_model(tmp_path / "t", layers=1)
+    glue = make_tiny_glue(tmp_path / "glue", n_train=24, n_dev=8)
+    seen = []
+    original = TernaryFirst.on_step_end
+
+    def record(self, args, state, control, model=None, **kwargs):
+        bits = {m.weight_bits for m in model.modules() if isinstance(m, QuantLinear)}
+        seen.append((state.global_step, bits))  # the bits the step that just ended trained with
+        return original(self, args, state, control, model=model, **kwargs)
+
+    monkeypatch.setattr(TernaryFirst, "on_step_end", record)
+    cfg = xtc.train.TrainConfig(max_steps=6, eval_steps=1, batch_size=4, learning_rate=1e-3, warmup_epochs=0.0,
+                                ternary_first=0.5, select_on="dev")
+    summary = distill(str(teacher), "sst2", tmp_path / "kd", str(glue), quant=xtc.XTCConfig(weight_bits=1), config=cfg)
+    assert seen == [(1, {2}), (2, {2}), (3, {2}), (4, {1}), (5, {1}), (6, {1})]
+    evals = [json.loads(x)["step"] for x in (tmp_path / "kd" / "log.jsonl").read_text().splitlines() if "eval_runtime" in x]
+    assert evals[:-1] == [3, 4, 5, 6]  # from the switch on (step 3's model is binary when it is scored); last: kept
+    assert summary["best_step"] >= 3
+    kept = json.loads((tmp_path / "kd" / "model" / "config.json").read_text())["xtc"]
+    assert kept["weight_bits"] == 1
+
+
+def test_ternary_first_is_a_fraction_below_one_and_needs_binary_linears(tmp_path):
+    from xtc.errors import ConfigError
+    from xtc.train import TrainConfig
+
+    assert TrainConfig(ternary_first=0.25).ternary_first == 0.25
+    with pytest.raises(ConfigError, match="no binary part"):
+        TrainConfig(ternary_first=1.0)
+    with pytest.raises(ConfigError, match="ternary_first must be 0..1"):
+        TrainConfig(ternary_first=-0.1)

@@ -88,6 +88,10 @@ OPTIONS: dict[str, Opt] = {
     "average_last": Opt(Optional[float], None, "average the weights over this last fraction of the steps "
                                                "(stochastic weight averaging) for the end-of-budget model",
                         show_default="0 = off"),
+    "ternary_first": Opt(Optional[float], None, "binary students: train with ternary weights for this first "
+                                                "fraction of the steps, then binary (progressive bit reduction; "
+                                                "other stages ignore it)",
+                         show_default="0 = off"),
     "bf16": Opt(Optional[bool], None, "train under bfloat16 autocast (about 1.5x faster steps on CPUs with AMX; "
                                       "weights and evaluation stay FP32)", ("--bf16/--fp32-training",),
                 show_default="--fp32-training"),
@@ -114,7 +118,7 @@ OPTIONS: dict[str, Opt] = {
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
 QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
-            "group_by_length", "select_on", "average_last", "bf16")
+            "group_by_length", "select_on", "average_last", "ternary_first", "bf16")
 DATA = ("train_file", "dev_file", "dataset", "dataset_config", "task_type", "text_column", "text_pair_column",
         "label_column", "tokens_column", "tags_column", "labels", "dev_fraction")
 WRITING = ("resume", "overwrite")
@@ -174,7 +178,8 @@ def command(*groups: tuple, defaults: Optional[TrainConfig] = None):
             shown = {opt: f"{getattr(defaults, f):g}" if isinstance(getattr(defaults, f), float)
                      else str(getattr(defaults, f)) for opt, f in TRAIN_OPTIONS.items()
                      if getattr(defaults, f) is not None
-                     and opt not in ("group_by_length", "seed", "select_on", "max_steps", "average_last")}
+                     and opt not in ("group_by_length", "seed", "select_on", "max_steps", "average_last",
+                                     "ternary_first")}
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=OPTIONS[n].type,
                                    default=_typer_option(n, OPTIONS[n], shown.get(n))) for n in names]
 

@@ -175,6 +175,12 @@ class TrainConfig:
     # took 0.65x the time (MiniLM, MRPC); elsewhere it may be slower. benchmarks/README.md has what it
     # does to the end-of-budget metric.
     bf16: bool = False
+    # Progressive bit reduction: the binary linears of a quantized student train with ternary weights for
+    # this first fraction of the steps, then binary (the latent weights carry over; the binary scale is
+    # computed from them on the fly, so nothing is re-initialised). Evaluations before the switch are
+    # skipped, so every reported or kept checkpoint is binary. 0 = binary throughout. Stages without
+    # binary linears (an FP32 teacher or layer-reduction stage) ignore it.
+    ternary_first: float = 0.0
 
     def __post_init__(self):
         self.check()
@@ -206,6 +212,10 @@ class TrainConfig:
         _flag(owner, "group_by_length", self.group_by_length)
         _number(owner, "latent_lr_scale", self.latent_lr_scale, low=0, low_open=True)
         _number(owner, "average_last", self.average_last, low=0, high=1)
+        _number(owner, "ternary_first", self.ternary_first, low=0, high=1)
+        if self.ternary_first == 1:
+            raise ConfigError(f"{owner}: ternary_first is the fraction of the steps trained ternary before the "
+                              f"binary part; 1 leaves no binary part (use weight_bits=2 for a ternary model)")
         _flag(owner, "bf16", self.bf16)
         _number(owner, "seed", self.seed, integer=True, low=0)
         ok = self.select_on in ("dev", "last")

@@ -160,7 +160,7 @@ def load_recipe(path: str | Path) -> Recipe:
 TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size", "max_steps": "max_steps",
                  "eval_steps": "eval_steps", "max_length": "max_length", "seed": "seed",
                  "warmup_epochs": "warmup_epochs", "group_by_length": "group_by_length", "select_on": "select_on",
-                 "average_last": "average_last", "bf16": "bf16"}
+                 "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
                  "activation_bits": "activation_bits"}
 HUB = "hub"  # --glue-dir hub: read GLUE from the hub even where a recipe names a local folder
