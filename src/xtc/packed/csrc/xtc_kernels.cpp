@@ -976,6 +976,16 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
   const int64_t chunk = large ? 512 : 128;
   const int64_t threads = at::get_num_threads(), K4b = wp2.size(1);
   const uint32_t* apd = (const uint32_t*)ap.data_ptr<int32_t>();
+  // the two linears on `rows` tokens: up from packed input a (scales sa) into h (GELU is applied by the
+  // re-quantization), down from the re-quantized h into out
+  const auto up_args = [&](const uint32_t* a, const float* sa, float* h, int64_t rows) {
+    return GemmArgs{a, sa, (const uint64_t*)wp1.data_ptr<int64_t>(), c1.data_ptr<int32_t>(), a1.data_ptr<float>(),
+                    b1.data_ptr<float>(), h, rows, N1, wp1.size(1), wp1.size(0), MR, wp1.size(2), ACT_NONE};
+  };
+  const auto down_args = [&](const uint32_t* hp, const float* hs, float* out, int64_t rows) {
+    return GemmArgs{hp, hs, (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(), a2.data_ptr<float>(),
+                    b2.data_ptr<float>(), out, rows, N2, wp2.size(1), wp2.size(0), MR, wp2.size(2), ACT_NONE};
+  };
   if (large && threads > 1 && M <= chunk * (threads - 1)) {
     // Fewer full chunks than threads (batch 1): chunks of M / threads tokens would make every thread
     // expand all of both weight matrices. Instead the threads share each linear's column blocks (each
@@ -984,15 +994,10 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
     auto h = torch::empty({M, N1}, torch::kFloat32);
     auto hp = torch::empty({MB, K4b, MR}, torch::kInt32);
     auto hs = torch::empty({M}, torch::kFloat32);
-    gemm(isa1, GemmArgs{apd, s.data_ptr<float>(), (const uint64_t*)wp1.data_ptr<int64_t>(), c1.data_ptr<int32_t>(),
-                        a1.data_ptr<float>(), b1.data_ptr<float>(), h.data_ptr<float>(), M, N1, wp1.size(1),
-                        wp1.size(0), MR, wp1.size(2), ACT_NONE});
-    quantize_pack(isa, h.data_ptr<float>(), M, N1, MR, (uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
-                  act == ACT_GELU);
-    gemm(isa2, GemmArgs{(const uint32_t*)hp.data_ptr<int32_t>(), hs.data_ptr<float>(),
-                        (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(), a2.data_ptr<float>(),
-                        b2.data_ptr<float>(), y.data_ptr<float>(), M, N2, wp2.size(1), wp2.size(0), MR,
-                        wp2.size(2), ACT_NONE});
+    uint32_t* hpd = (uint32_t*)hp.data_ptr<int32_t>();
+    gemm(isa1, up_args(apd, s.data_ptr<float>(), h.data_ptr<float>(), M));
+    quantize_pack(isa, h.data_ptr<float>(), M, N1, MR, hpd, hs.data_ptr<float>(), act == ACT_GELU);
+    gemm(isa2, down_args(hpd, hs.data_ptr<float>(), y.data_ptr<float>(), M));
     return y;
   }
   const int64_t CB = std::max<int64_t>(1, std::min<int64_t>(chunk / MR, ceil_div(MB, threads)));
@@ -1007,15 +1012,11 @@ torch::Tensor ffn_packed(torch::Tensor ap, torch::Tensor s, torch::Tensor wp1, t
     uint32_t* hp = (uint32_t*)hp_mem.get(CB * K4b * MR * sizeof(uint32_t));
     for (int64_t c = q0; c < q1; ++c) {
       const int64_t m0 = c * CM, rows = std::min(CM, M - m0);
-      GemmArgs g1{apd + c * CB * ap.size(1) * MR, s.data_ptr<float>() + m0, (const uint64_t*)wp1.data_ptr<int64_t>(),
-                  c1.data_ptr<int32_t>(), a1.data_ptr<float>(), b1.data_ptr<float>(), h, rows, N1,
-                  wp1.size(1), wp1.size(0), MR, wp1.size(2), ACT_NONE};  // act: applied by quantize_pack
+      const GemmArgs g1 = up_args(apd + c * CB * ap.size(1) * MR, s.data_ptr<float>() + m0, h, rows);
       // column block outer: its weight tiles stay in L1 while the chunk's tokens (in L2) pass by
       gemm_cols(isa1, g1, 0, ceil_div(rows, MR), 0, ceil_div(g1.NT, tiles_per_block(isa1)));
       quantize_pack(isa, h, rows, N1, MR, hp, hs, act == ACT_GELU);  // nested: this thread
-      GemmArgs g2{hp, hs, (const uint64_t*)wp2.data_ptr<int64_t>(), c2.data_ptr<int32_t>(),
-                  a2.data_ptr<float>(), b2.data_ptr<float>(), y.data_ptr<float>() + m0 * N2, rows, N2, wp2.size(1),
-                  wp2.size(0), MR, wp2.size(2), ACT_NONE};
+      const GemmArgs g2 = down_args(hp, hs, y.data_ptr<float>() + m0 * N2, rows);
       gemm_cols(isa2, g2, 0, ceil_div(rows, MR), 0, ceil_div(g2.NT, tiles_per_block(isa2)));
     }
   });
