@@ -57,38 +57,41 @@ class WeightAverage(TrainerCallback):
                     p.copy_((total / self.count).to(p.dtype))
 
 
+def _binary_linears(model) -> list:
+    """The quantized linears with XTC's binary weights (what ``TrainConfig.ternary_first`` switches)."""
+    return [m for m in model.modules()
+            if isinstance(m, QuantLinear) and m.weight_bits == 1 and m.weight_scheme == "binary"]
+
+
 class TernaryFirst(TrainerCallback):
     """Progressive bit reduction (``TrainConfig.ternary_first``): the binary linears quantize their latent
     weights ternary for the first ``fraction`` of the steps and binary after; the evaluations before the
     switch are skipped (each would score a ternary model that is never kept). Set from the step count, so
     a resumed run is in the right part."""
 
-    def __init__(self, fraction: float):
-        self.fraction = fraction
+    def __init__(self, linears: list, fraction: float):
+        self.linears, self.fraction = linears, fraction
 
-    def _switch(self, model, state) -> bool:
-        ternary = state.global_step < round(state.max_steps * self.fraction)
-        for m in model.modules():
-            if not isinstance(m, QuantLinear):
-                continue
-            if "_xtc_binary" not in m.__dict__:  # the linears trained binary in the end
-                m.__dict__["_xtc_binary"] = m.weight_bits == 1 and m.weight_scheme == "binary"
-            if m.__dict__["_xtc_binary"]:
-                bits, scheme = (2, "ternary") if ternary else (1, "binary")
-                if m.weight_bits != bits:
-                    m.weight_bits, m.weight_scheme, m._quantize_weight = bits, scheme, get_weight_quantizer(scheme)
+    def _ternary(self, state) -> bool:
+        return state.global_step < round(state.max_steps * self.fraction)
+
+    def _switch(self, state) -> bool:
+        ternary = self._ternary(state)
+        bits, scheme = (2, "ternary") if ternary else (1, "binary")
+        for m in self.linears:
+            if m.weight_bits != bits:
+                m.weight_bits, m.weight_scheme, m._quantize_weight = bits, scheme, get_weight_quantizer(scheme)
         return ternary
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if model is not None:
-            self._switch(model, state)
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._switch(state)
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and self._switch(model, state):
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._switch(state):
             control.should_evaluate = False
 
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step < round(state.max_steps * self.fraction):
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._ternary(state):
             control.should_evaluate = False
 
 
@@ -308,9 +311,9 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     if config.average_last > 0:
         trainer.add_callback(WeightAverage(config.average_last))
     # (stages without binary linears, e.g. the FP32 teacher of a recipe whose options set every stage, ignore it)
-    if config.ternary_first > 0 and any(isinstance(m, QuantLinear) and m.weight_bits == 1 and m.weight_scheme == "binary"
-                                        for m in model.modules()):
-        trainer.add_callback(TernaryFirst(config.ternary_first))
+    binary = _binary_linears(model) if config.ternary_first > 0 else []
+    if binary:
+        trainer.add_callback(TernaryFirst(binary, config.ternary_first))
     resume_from = None
     if resume:
         # the newest *complete* checkpoint (one cut short by a kill is deleted, on the main

@@ -40,7 +40,7 @@ from .modules import PackedFFN, PackedLinear
 BERT_STYLE_ATTENTION = ("BertSelfAttention", "RobertaSelfAttention", "XLMRobertaSelfAttention",
                         "ElectraSelfAttention", "CamembertSelfAttention")
 
-_lean_classes: dict[type, type] = {}
+_lean_classes: dict[tuple[type, str], type] = {}
 
 
 def _is_lean_capable(block: nn.Module) -> bool:
@@ -160,11 +160,11 @@ def _is_mpnet_encoder(module: nn.Module) -> bool:
 
 
 def _lean_class(cls: type, forward, method: str = "forward") -> type:
-    if cls not in _lean_classes:
-        _lean_classes[cls] = type(cls.__name__, (cls,), {
+    if (cls, method) not in _lean_classes:
+        _lean_classes[cls, method] = type(cls.__name__, (cls,), {
             method: forward, "__module__": __name__, "_xtc_base_class": cls,
             "__doc__": f"{cls.__name__} with xtc's lean packed {method} (transformers' otherwise)."})
-    return _lean_classes[cls]
+    return _lean_classes[cls, method]
 
 
 def use_lean_blocks(model: nn.Module, enabled: bool = True, float_kernels: bool = True) -> int:
