@@ -123,6 +123,44 @@ def test_embedding_loss_is_zero_only_for_the_teacher_itself(tmp_path):
     assert parts["emb"] > 0 and loss.requires_grad
 
 
+def test_similarity_loss_compares_how_the_sentences_of_a_batch_relate():
+    from xtc.config import DistillConfig
+    from xtc.distillation import similarity_loss
+    from xtc.errors import ConfigError
+
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # each vector rescaled, or the whole batch rotated: every pair keeps its cosine
+    rotation = torch.tensor([[0.6, -0.8], [0.8, 0.6]])
+    assert float(similarity_loss(t * torch.tensor([[2.0], [0.5], [3.0]]), t)) == pytest.approx(0.0, abs=1e-7)
+    assert float(similarity_loss(t @ rotation, t)) == pytest.approx(0.0, abs=1e-6)
+    # the second vector turned onto the first: pair (0,1) goes from cosine 0 to 1, pair (1,2) from
+    # 1/sqrt2 to 1/sqrt2 (unchanged), pair (0,2) unchanged: MSE over the three pairs = 1/3
+    s = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    assert float(similarity_loss(s, t)) == pytest.approx(1 / 3)
+    assert float(similarity_loss(s[:1], t[:1])) == 0.0  # one sentence: no pairs
+    with pytest.raises(ConfigError, match="sim_weight"):
+        DistillConfig(sim_weight=-1)
+
+
+def test_similarity_term_joins_the_loss_when_weighted(tmp_path):
+    from xtc.config import DistillConfig
+    from xtc.data.embedding import embedding_task
+    from xtc.distillation import Distiller
+    from xtc.models import load_model
+
+    folder = make_tiny_model(tmp_path / "m", dropout=0.0)
+    task = embedding_task(Pooling())
+    teacher, student = load_model(str(folder), task), load_model(str(folder), task)
+    xtc.quantize_(student, xtc.XTCConfig(weight_bits=1))
+    batch = {"input_ids": torch.tensor([[2, 7, 9, 11, 3], [2, 8, 3, 0, 0], [2, 12, 5, 3, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])}
+    plain, _, parts = Distiller(teacher, student, [0, 1])(**batch)
+    assert "sim" not in parts
+    both, _, parts = Distiller(teacher, student, [0, 1], DistillConfig(sim_weight=100.0))(**batch)
+    assert parts["sim"] > 0
+    assert float(both.detach()) == pytest.approx(float(plain.detach()) + 100.0 * parts["sim"], rel=1e-5)
+
+
 def test_compress_export_embed_end_to_end(tmp_path):
     """Compress a tiny embedder at W1A8 with a copied layer, pack it, and embed: `xtc embed` writes what
     the Python API computes, the packed model matches the training model, and the file has no pooler."""

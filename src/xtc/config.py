@@ -244,10 +244,13 @@ class DistillConfig:
     # and the student's embeddings stay ~0.6 cosine from the teacher's (benchmarks/README.md).
     embedding_loss: str = "cosine"
     emb_weight: float = 10.0
+    # and, optionally, how the sentences of a batch relate: MSE between the student's and the teacher's
+    # in-batch cosine-similarity matrices (what STS and retrieval score); off by default
+    sim_weight: float = 0.0
 
     def __post_init__(self):
         owner = "distillation"
-        for name in ("pred_weight", "att_weight", "hid_weight", "label_weight", "emb_weight"):
+        for name in ("pred_weight", "att_weight", "hid_weight", "label_weight", "emb_weight", "sim_weight"):
             _number(owner, name, getattr(self, name), low=0)
         _number(owner, "temperature", self.temperature, low=0, low_open=True)
         if self.averaging not in ("tokens", "reference"):

@@ -10,7 +10,8 @@
   summed over the embedding and every layer.
 * A sentence embedder (the embedding task) has no logits: L_emb takes L_pred's place and compares the
   pooled, normalised sentence embeddings, 1 - cosine by default (:func:`embedding_loss`), weighted by
-  ``emb_weight``.
+  ``emb_weight``; optionally L_sim compares how the sentences of a batch relate, MSE between the two
+  in-batch cosine-similarity matrices (:func:`similarity_loss`), weighted by ``sim_weight``.
 
 transformers returns attention *probabilities*, so the scores are captured with an attention
 function registered in transformers' attention interface (``xtc_kd``): it computes the same
@@ -279,6 +280,18 @@ def embedding_loss(student_embeddings: torch.Tensor, teacher_embeddings: torch.T
     return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
 
 
+def similarity_loss(student_embeddings: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
+    """``[B, H]`` sentence embeddings: MSE between the student's and the teacher's cosine similarities
+    over the B*(B-1)/2 pairs of distinct sentences. STS and retrieval score these pairs, not how close
+    each student vector lies to its teacher vector; 0 for a batch of one sentence."""
+    s = F.normalize(student_embeddings.float(), dim=-1)
+    t = F.normalize(teacher_embeddings.float(), dim=-1)
+    i, j = torch.triu_indices(len(s), len(s), offset=1, device=s.device)
+    if not len(i):
+        return s.sum() * 0.0
+    return F.mse_loss((s[i] * s[j]).sum(-1), (t[i] * t[j]).sum(-1))
+
+
 def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, attention_mask,
                       layer_map: Sequence[int], config: DistillConfig = DistillConfig(),
                       labels: Optional[torch.Tensor] = None, pooling=None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -287,13 +300,18 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
     parts = {}
     total = student_out.last_hidden_state.new_zeros(()) if pooling else student_out.logits.new_zeros(())
     if pooling is not None:  # sentence embedders: their pooled embeddings, weighted by emb_weight
-        if config.emb_weight:
+        if config.emb_weight or config.sim_weight:
             from .embedding import pool
 
             mask = attention_mask if attention_mask is not None else torch.ones(student_out.last_hidden_state.shape[:2])
-            parts["emb"] = embedding_loss(pool(student_out.last_hidden_state, mask, pooling),
-                                          pool(teacher_out.last_hidden_state, mask, pooling), config.embedding_loss)
+            student_emb = pool(student_out.last_hidden_state, mask, pooling)
+            teacher_emb = pool(teacher_out.last_hidden_state, mask, pooling)
+        if config.emb_weight:
+            parts["emb"] = embedding_loss(student_emb, teacher_emb, config.embedding_loss)
             total = total + config.emb_weight * parts["emb"]
+        if config.sim_weight:
+            parts["sim"] = similarity_loss(student_emb, teacher_emb)
+            total = total + config.sim_weight * parts["sim"]
     elif config.pred_weight:
         parts["pred"] = prediction_loss(student_out.logits, teacher_out.logits, config.temperature,
                                         config.averaging, mask=attention_mask)
