@@ -16,6 +16,7 @@ Rows:
   minilm_w1a8_4ep_bf16_row     4 epochs (bf16), one weight scale per output row (groups: row)
   minilm_w1a8_4ep_bf16_emb30   4 epochs (bf16), the embedding term weighted 30 instead of 10
   minilm_w1a8_4ep_bf16_sim     the same plus the in-batch similarity term (sim_weight 1000)
+  minilm_w1a8_4ep_bf16_emb30_sst2   emb30 with SST-2's training phrases added to the corpus, same steps
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
@@ -53,6 +54,9 @@ class Row:
     qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
     quant: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's quantization (QuantConfig)
     distill: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's KD loss (DistillConfig)
+    # GLUE tasks whose training sentences join the default corpus; the budget stays the default corpus's
+    # steps (same compute, fewer repeats of each sentence)
+    extra_corpus: tuple[str, ...] = ()
     reuse_reduced: str | None = None  # a row whose finished FP32 layer-reduction stage this one starts from
 
 
@@ -77,6 +81,9 @@ ROWS = {
     "minilm_w1a8_4ep_bf16_sim": Row("minilm", "embedding-minilm-w1a8", distill=(("emb_weight", 30.0),
                                                                                 ("sim_weight", 1000.0)),
                                     qat=(("bf16", True), ("epochs", 4.0))),
+    # the same with SST-2's 67k training phrases added to the corpus (4 epochs' steps of the default corpus)
+    "minilm_w1a8_4ep_bf16_emb30_sst2": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
+                                           qat=(("bf16", True), ("epochs", 4.0)), extra_corpus=("sst2",)),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -107,6 +114,33 @@ def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
              for s, r in by_step.items()]
     best = max(curve, key=lambda r: r["stsb_spearman"]) if curve else None
     return best, curve
+
+
+def with_corpus(recipe, tasks: tuple[str, ...], glue_dir):
+    """``recipe`` training on the default corpus plus the training sentences of ``tasks`` (a file under
+    runs/), for as many steps as its epochs take on the default corpus, the warm-up as many steps too."""
+    import math
+    from dataclasses import replace
+
+    from xtc.data.embedding import default_corpus
+    from xtc.data.glue import load_split
+
+    base = default_corpus(str(glue_dir))
+    seen = dict.fromkeys(base)
+    for task in tasks:
+        for e in load_split(task, "train", str(glue_dir)):
+            for s in (e.text_a, e.text_b):
+                if s and s.strip():
+                    seen.setdefault(s.strip(), None)
+    file = RUNS / f"corpus-default+{'+'.join(tasks)}.txt"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text("\n".join(seen) + "\n", encoding="utf-8")
+    qat = recipe.qat
+    steps = round(qat.epochs * math.ceil(len(base) / qat.batch_size))
+    qat = replace(qat, max_steps=steps, warmup_epochs=qat.warmup_epochs * len(base) / len(seen))
+    print(f"[corpus] {len(base)} default sentences + {len(seen) - len(base)} from {', '.join(tasks)}: "
+          f"{steps} steps", flush=True)
+    return replace(recipe, train_file=str(file), qat=qat)
 
 
 def run_row(name: str, seed: int, args) -> dict:
@@ -144,6 +178,8 @@ def run_row(name: str, seed: int, args) -> dict:
         recipe = replace(recipe, distill=replace(recipe.distill, **dict(row.distill)))
     if row.quant:
         recipe = replace(recipe, quant=replace(recipe.quant, **dict(row.quant)))
+    if row.extra_corpus:
+        recipe = with_corpus(recipe, row.extra_corpus, args.glue_dir)
     out = RUNS / f"embedding-{name}-{seed}"
     source = RUNS / f"embedding-{row.reuse_reduced}-{seed}" / "reduced"
     if row.reuse_reduced and not out.exists() and (source / "stage.json").exists():
@@ -160,7 +196,8 @@ def run_row(name: str, seed: int, args) -> dict:
     return {**common, "weight_bits": recipe.quant.weight_bits, "activation_bits": recipe.quant.activation_bits,
             "layers": results["num_layers"] or (6 if row.family == "minilm" else 12), "copied_layers": recipe.layers,
             "recipe": f"recipes/{row.recipe}.yaml", "epochs": results["epochs"], "steps": results["steps"],
-            "train_wall_s": results["train_wall_s"], "sentences": None if args.train_file else "default corpus",
+            "train_wall_s": results["train_wall_s"], "sentences": ("default corpus + " + " + ".join(row.extra_corpus) if row.extra_corpus
+                                                           else None if args.train_file else "default corpus"),
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
             "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight,

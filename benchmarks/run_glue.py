@@ -28,6 +28,7 @@ pre-distilled model):
                         quantization budget on MNLI/QQP (SST-2: 3 epochs)
   6l_w2a8_swa / 6l_w1a8_swa   3 epochs, weights averaged over the last third (--average-last)
   6l_w1a8_att01         6l_w1a8 with the KD attention term weighted 0.1 instead of 1
+  6l_w1a8_lsq           6l_w1a8 with a learned scale per matrix (LSQ) instead of mean|W|
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -73,6 +74,7 @@ class Row:
     family: str = "minilm"
     bits: int = 32
     groups: int | str = 1
+    scheme: str | None = None  # a weight quantizer of the registry instead of XTC's for the bits (lsq)
     layers: tuple[int, ...] | None = None
     start: str | None = None
     num_layers: int = 6
@@ -118,6 +120,8 @@ ROWS: dict[str, Row] = {
     # 6l_w1a8_grouped, the same batches)
     "6l_w1a8_tern33": Row(bits=1, ternary_first=1 / 3, length_grouped=True),
     "6l_w1a8_tern50": Row(bits=1, ternary_first=0.5, length_grouped=True),
+    # learned scales: LSQ's step size per matrix, trained with the weights (starts at XTC's binary alpha)
+    "6l_w1a8_lsq": Row(bits=1, scheme="lsq", length_grouped=True),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
@@ -221,7 +225,7 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
         cfg = replace(cfg, latent_lr_scale=latent)
     kwargs: dict = {}
     if r.bits < 32:
-        kwargs["quant"] = QuantConfig(weight_bits=r.bits, groups=r.groups)
+        kwargs["quant"] = QuantConfig(weight_bits=r.bits, groups=r.groups, weight_scheme=r.scheme)
     if r.layers:
         kwargs["layers"] = list(r.layers)
     if r.start:
