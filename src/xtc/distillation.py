@@ -299,7 +299,7 @@ def distillation_loss(student_out, teacher_out, student_scores, teacher_scores, 
     embedders (:class:`xtc.embedding.Pooling`); the prediction term compares their embeddings."""
     parts = {}
     total = student_out.last_hidden_state.new_zeros(()) if pooling else student_out.logits.new_zeros(())
-    if pooling is not None:  # sentence embedders: their pooled embeddings, weighted by emb_weight
+    if pooling is not None:  # sentence embedders: their pooled embeddings (emb_weight) and their pairs (sim_weight)
         if config.emb_weight or config.sim_weight:
             from .embedding import pool
 
