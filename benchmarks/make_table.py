@@ -220,6 +220,40 @@ def _latency(file: str | None, model: str | None, variant: str | None) -> tuple[
     return f"{ms(variant) / ms('fp32'):.2f}x", ort
 
 
+# issue 32's goals at the paper's scale: (row, the most it may trail its teacher, end of budget)
+MPNET_GAP_GOALS = (("mpnet_12l_w1a8", 1.0), ("mpnet_5l_w1a8", 2.5), ("mpnet_6l_w2a8", 1.0))
+
+
+def mpnet_goals_table(cells: dict) -> str:
+    """Issue 32's goals against the results so far: each gap at the end of the budget (best checkpoint
+    beside it) over the tasks the row ran, and the 5-layer FP32 copy against all-MiniLM-L6-v2 under the
+    same KD over the tasks both ran; met, or missed and by how much."""
+    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
+    lines = ["| goal | tasks | end of budget (best checkpoint) | verdict |", "|---|---|---|---|"]
+    for row, allowed in MPNET_GAP_GOALS:
+        end, best = gaps(cells, row, tasks, end=True), gaps(cells, row, tasks)
+        ran = [t for t in tasks if cells.get((t, row)) and cells.get((t, teacher_of(row)))]
+        if not end:
+            lines.append(f"| `{row}` within {allowed:g} of the teacher | – | not run yet | – |")
+            continue
+        gap = statistics.mean(end)
+        verdict = "met" if gap >= -allowed else f"missed by {-gap - allowed:.1f}"
+        lines.append(f"| `{row}` within {allowed:g} of the teacher | {', '.join(ran)} | "
+                     f"{gap:+.1f} ({statistics.mean(best):+.1f}) | {verdict} |")
+    both = [t for t in tasks if cells.get((t, "mpnet_5l_fp32_copy")) and cells.get((t, "mpnet_minilm_fp32"))]
+    if both:
+        def mean_of(row, end):
+            return statistics.mean(statistics.mean(main_value(r, end) for r in cells[(t, row)]) for t in both)
+
+        margin = mean_of("mpnet_5l_fp32_copy", True) - mean_of("mpnet_minilm_fp32", True)
+        best = mean_of("mpnet_5l_fp32_copy", False) - mean_of("mpnet_minilm_fp32", False)
+        verdict = "met" if margin >= 0 else f"missed by {-margin:.1f}"
+        lines.append(f"| `mpnet_5l_fp32_copy` at least `mpnet_minilm_fp32` | {', '.join(both)} | "
+                     f"{margin:+.1f} ({best:+.1f}) | {verdict} |")
+    return ("\n".join(lines) + "\n\nGaps: mean over the tasks of the main metric x100 against the row's teacher "
+            "(the last row: the copy minus the MiniLM student); seed 42 unless the GLUE table says more.\n")
+
+
 def summary_table(cells: dict) -> str:
     head = ["configuration", "bits", "layers", "MB", "x smaller", "GLUE gap, end of budget (best ckpt)",
             "CPU latency vs FP32", "vs ONNX Runtime int8"]
@@ -372,6 +406,7 @@ def main():
     from bench_inference import ort_table
     from bench_inference import table as inference_table
 
+    _replace_between(README, "mpnet-goals-table", mpnet_goals_table(cells))
     _replace_between(README, "embedding-table", embedding_table())
     _replace_between(README, "bf16-table", bf16_table())
     kernels = HERE / "results" / "kernels.json"

@@ -63,3 +63,28 @@ def test_every_embedding_row_has_its_recipe():
         assert recipe.task == "embedding" and recipe.quant is not None, name
         assert recipe.qat.select_on == "last", name  # the rows report the end of the budget
         assert (recipe.layers is None) == ("_6l_" not in name and "_5l_" not in name), name
+
+
+def test_mpnet_goals_table_says_met_or_by_how_much_missed(run_glue, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import make_table
+
+    def result(task, row, end, best=None):
+        return {"task": task, "row": row, "seed": 42, "main_metric": "m", "metrics": {"m": (best or end) / 100},
+                "dev_final": {"m": end / 100}}
+
+    cells = {}
+    for task, teacher, w1, copy, minilm in (("mrpc", 88.0, 86.0, 85.0, 86.0), ("rte", 60.0, 59.0, 55.0, 53.0)):
+        cells[(task, "mpnet_teacher")] = [result(task, "mpnet_teacher", teacher)]
+        cells[(task, "mpnet_5l_w1a8")] = [result(task, "mpnet_5l_w1a8", w1, best=w1 + 1)]
+        cells[(task, "mpnet_5l_fp32_copy")] = [result(task, "mpnet_5l_fp32_copy", copy)]
+        cells[(task, "mpnet_minilm_fp32")] = [result(task, "mpnet_minilm_fp32", minilm)]
+    cells[("mrpc", "mpnet_12l_w1a8")] = [result("mrpc", "mpnet_12l_w1a8", 86.0)]
+    text = make_table.mpnet_goals_table(cells)
+    # 5L W1A8: -2.0 and -1.0, mean -1.5 at the end (-0.5 best) against 2.5 allowed
+    assert "| `mpnet_5l_w1a8` within 2.5 of the teacher | mrpc, rte | -1.5 (-0.5) | met |" in text
+    # 12L W1A8 ran on MRPC only: -2.0 against 1.0 allowed
+    assert "| `mpnet_12l_w1a8` within 1 of the teacher | mrpc | -2.0 (-2.0) | missed by 1.0 |" in text
+    assert "| `mpnet_6l_w2a8` within 1 of the teacher | – | not run yet | – |" in text
+    # the copy trails MiniLM on MRPC by 1 and leads on RTE by 2: +0.5 on the mean
+    assert "| `mpnet_5l_fp32_copy` at least `mpnet_minilm_fp32` | mrpc, rte | +0.5 (+0.5) | met |" in text
