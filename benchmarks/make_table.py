@@ -220,6 +220,44 @@ def _latency(file: str | None, model: str | None, variant: str | None) -> tuple[
     return f"{ms(variant) / ms('fp32'):.2f}x", ort
 
 
+# issue 33's screening: (row, what it changes, the row it is compared with: same seed, budget and batches
+# but for that one change)
+SCREENING = (
+    ("6l_w1a8_grouped", "length-grouped batches (xtc's default)", "6l_w1a8"),
+    ("6l_w1a8_swa", "weights averaged over the last third", "6l_w1a8_grouped"),
+    ("6l_w1a8_att01", "attention term weighted 0.1 (it is ~90 % of the loss at 1)", "6l_w1a8"),
+    ("6l_w1a8_tern33", "ternary for the first third of the steps, then binary (`ternary_first`)", "6l_w1a8_grouped"),
+    ("6l_w1a8_tern50", "ternary for the first half of the steps, then binary", "6l_w1a8_grouped"),
+    ("6l_w1a8_warm10", "warm-up over a tenth of the budget instead of a third", "6l_w1a8_grouped"),
+    ("6l_w1a8_lsq", "learned scale per matrix (LSQ step size) instead of mean abs(W)", "6l_w1a8_grouped"),
+)
+SCREEN_TASKS = ("mrpc", "stsb", "cola")
+
+
+def screening_table(cells: dict, seed: int = 42) -> str:
+    """Each screened row against its baseline on the same seed: the main metric at the end of the budget,
+    the best checkpoint in brackets."""
+    def reading(task, row):
+        run = next((r for r in cells.get((task, row), []) if r["seed"] == seed), None)
+        if run is None:
+            return None
+        return f"{main_value(run, end=True):.1f} ({main_value(run):.1f})"
+
+    label = {"mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA"}
+    names = {t: f"{label[t]} {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}"
+             for t in SCREEN_TASKS if any(k[0] == t for k in cells)}
+    lines = ["| row | what changes | baseline | " + " | ".join(names.values()) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for row, what, baseline in SCREENING:
+        values = []
+        for t in names:
+            mine, base = reading(t, row), reading(t, baseline)
+            values.append(f"{mine} vs {base}" if mine and base else "–")
+        lines.append(f"| `{row}` | {what} | `{baseline}` | " + " | ".join(values) + " |")
+    return ("\n".join(lines) + f"\n\nSeed {seed}, 3 epochs, x100: the end of the budget, in brackets the best "
+            "checkpoint (chosen on the dev set it reports); row vs baseline.\n")
+
+
 # issue 32's goals at the paper's scale: (row, the most it may trail its teacher, end of budget)
 MPNET_GAP_GOALS = (("mpnet_12l_w1a8", 1.0), ("mpnet_5l_w1a8", 2.5), ("mpnet_6l_w2a8", 1.0))
 
@@ -407,6 +445,7 @@ def main():
     from bench_inference import table as inference_table
 
     _replace_between(README, "mpnet-goals-table", mpnet_goals_table(cells))
+    _replace_between(README, "screening-table", screening_table(cells))
     _replace_between(README, "embedding-table", embedding_table())
     _replace_between(README, "bf16-table", bf16_table())
     kernels = HERE / "results" / "kernels.json"

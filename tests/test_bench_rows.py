@@ -88,3 +88,16 @@ def test_mpnet_goals_table_says_met_or_by_how_much_missed(run_glue, monkeypatch)
     assert "| `mpnet_6l_w2a8` within 1 of the teacher | – | not run yet | – |" in text
     # the copy trails MiniLM on MRPC by 1 and leads on RTE by 2: +0.5 on the mean
     assert "| `mpnet_5l_fp32_copy` at least `mpnet_minilm_fp32` | mrpc, rte | +0.5 (+0.5) | met |" in text
+
+
+def test_screening_rows_and_their_baselines_are_rows_of_the_runner(run_glue, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import make_table
+
+    for row, _, baseline in make_table.SCREENING:
+        assert row in run_glue.ROWS and baseline in run_glue.ROWS, row
+    run = {"task": "mrpc", "row": "6l_w1a8_lsq", "seed": 42, "main_metric": "f1", "metrics": {"f1": 0.83},
+           "dev_final": {"f1": 0.82}}
+    base = {**run, "row": "6l_w1a8_grouped", "metrics": {"f1": 0.81}, "dev_final": {"f1": 0.80}}
+    text = make_table.screening_table({("mrpc", "6l_w1a8_lsq"): [run], ("mrpc", "6l_w1a8_grouped"): [base]})
+    assert "| `6l_w1a8_lsq` |" in text and "| 82.0 (83.0) vs 80.0 (81.0) |" in text
