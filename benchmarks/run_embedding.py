@@ -193,11 +193,11 @@ def run_row(name: str, seed: int, args) -> dict:
     if not file.exists():
         file = xtc.export(out, out / "packed")
     best, curve = best_and_curve(out / "quantized" / "log.jsonl")
+    corpus = " + ".join(("default corpus",) + row.extra_corpus) if row.extra_corpus or not args.train_file else None
     return {**common, "weight_bits": recipe.quant.weight_bits, "activation_bits": recipe.quant.activation_bits,
             "layers": results["num_layers"] or (6 if row.family == "minilm" else 12), "copied_layers": recipe.layers,
             "recipe": f"recipes/{row.recipe}.yaml", "epochs": results["epochs"], "steps": results["steps"],
-            "train_wall_s": results["train_wall_s"], "sentences": ("default corpus + " + " + ".join(row.extra_corpus) if row.extra_corpus
-                                                           else None if args.train_file else "default corpus"),
+            "train_wall_s": results["train_wall_s"], "sentences": corpus,
             # the kept checkpoint is the end of the budget (select_on last): metrics = dev_final
             "metrics": results["compressed"], "dev_final": results["compressed"], "best_dev": best, "curve": curve,
             "teacher": results["teacher"], "emb_weight": recipe.distill.emb_weight,
