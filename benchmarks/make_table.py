@@ -60,6 +60,11 @@ def cell(runs: list[dict]) -> str:
     return text + note + (f" n={len(runs)}" if len(runs) > 1 else "")
 
 
+def metric_name(cells: dict, task: str) -> str:
+    """The main metric of ``task`` as its result files name it."""
+    return cells[next(k for k in cells if k[0] == task)][0]["main_metric"]
+
+
 def tasks_and_rows(keys) -> tuple[list[str], list[str]]:
     """The tasks and rows present among (task, row) keys, in the table's column and row order."""
     rows = {k[1] for k in keys}
@@ -110,7 +115,7 @@ def table(cells: dict) -> str:
     commands = compact_commands(r["command"] for runs in cells.values() for r in runs)
     single = sorted({runs[0]["seed"] for runs in cells.values() if len(runs) == 1})
     single_seeds = f", other cells are seed {'/'.join(map(str, single))}" if single else ""
-    metric_note = ", ".join(f"{t} {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}" for t in tasks)
+    metric_note = ", ".join(f"{t} {metric_name(cells, t)}" for t in tasks)
     return "\n".join(lines) + f"\n\nx100, dev: {metric_note}; epochs of the row's units (SST-2's budget is a sixth); cells are the best dev checkpoint " \
         "(MRPC: on mean(F1, acc)), [end X] = the main metric at the end of the budget; a ± b n=N = mean and " \
         f"standard deviation over N seeds{single_seeds}; avg = mean main metric, best checkpoint; vs teacher = " \
@@ -244,8 +249,7 @@ def screening_table(cells: dict, seed: int = 42) -> str:
         return f"{main_value(run, end=True):.1f} ({main_value(run):.1f})"
 
     label = {"mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA"}
-    names = {t: f"{label[t]} {cells[next(k for k in cells if k[0] == t)][0]['main_metric']}"
-             for t in SCREEN_TASKS if any(k[0] == t for k in cells)}
+    names = {t: f"{label[t]} {metric_name(cells, t)}" for t in SCREEN_TASKS if any(k[0] == t for k in cells)}
     lines = ["| row | what changes | baseline | " + " | ".join(names.values()) + " |",
              "|---|---|---|" + "---|" * len(names)]
     for row, what, baseline in SCREENING:
@@ -266,7 +270,7 @@ def mpnet_goals_table(cells: dict) -> str:
     """Issue 32's goals against the results so far: each gap at the end of the budget (best checkpoint
     beside it) over the tasks the row ran, and the 5-layer FP32 copy against all-MiniLM-L6-v2 under the
     same KD over the tasks both ran; met, or missed and by how much."""
-    tasks = [t for t in TASK_ORDER if any(k[0] == t for k in cells)]
+    tasks = tasks_and_rows(cells)[0]
     lines = ["| goal | tasks | end of budget (best checkpoint) | verdict |", "|---|---|---|---|"]
     for row, allowed in MPNET_GAP_GOALS:
         end, best = gaps(cells, row, tasks, end=True), gaps(cells, row, tasks)

@@ -122,23 +122,17 @@ def with_corpus(recipe, tasks: tuple[str, ...], glue_dir):
     import math
     from dataclasses import replace
 
-    from xtc.data.embedding import default_corpus
-    from xtc.data.glue import load_split
+    from xtc.data.embedding import CORPUS_TASKS, default_corpus
 
     base = default_corpus(str(glue_dir))
-    seen = dict.fromkeys(base)
-    for task in tasks:
-        for e in load_split(task, "train", str(glue_dir)):
-            for s in (e.text_a, e.text_b):
-                if s and s.strip():
-                    seen.setdefault(s.strip(), None)
+    sentences = default_corpus(str(glue_dir), CORPUS_TASKS + tuple(tasks))  # the default sentences first
     file = RUNS / f"corpus-default+{'+'.join(tasks)}.txt"
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text("\n".join(seen) + "\n", encoding="utf-8")
+    file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     qat = recipe.qat
     steps = round(qat.epochs * math.ceil(len(base) / qat.batch_size))
-    qat = replace(qat, max_steps=steps, warmup_epochs=qat.warmup_epochs * len(base) / len(seen))
-    print(f"[corpus] {len(base)} default sentences + {len(seen) - len(base)} from {', '.join(tasks)}: "
+    qat = replace(qat, max_steps=steps, warmup_epochs=qat.warmup_epochs * len(base) / len(sentences))
+    print(f"[corpus] {len(base)} default sentences + {len(sentences) - len(base)} from {', '.join(tasks)}: "
           f"{steps} steps", flush=True)
     return replace(recipe, train_file=str(file), qat=qat)
 

@@ -89,12 +89,13 @@ def read_sentences(path: str | Path) -> list[str]:
     return sentences
 
 
-def default_corpus(glue_dir: Optional[str]) -> list[str]:
-    """The distinct sentences of the training sets of :data:`CORPUS_TASKS` (no labels used)."""
+def default_corpus(glue_dir: Optional[str], tasks: Sequence[str] = CORPUS_TASKS) -> list[str]:
+    """The distinct sentences of the training sets of ``tasks`` (default :data:`CORPUS_TASKS`; no labels
+    used), in the order of the tasks."""
     from .glue import load_split
 
     seen: dict[str, None] = {}
-    for name in CORPUS_TASKS:
+    for name in tasks:
         for e in load_split(name, "train", glue_dir):
             for s in (e.text_a, e.text_b):
                 if s and s.strip():
