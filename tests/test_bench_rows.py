@@ -97,7 +97,16 @@ def test_screening_rows_and_their_baselines_are_rows_of_the_runner(run_glue, mon
     for row, _, baseline in make_table.SCREENING:
         assert row in run_glue.ROWS and baseline in run_glue.ROWS, row
     run = {"task": "mrpc", "row": "6l_w1a8_lsq", "seed": 42, "main_metric": "f1", "metrics": {"f1": 0.83},
-           "dev_final": {"f1": 0.82}}
+           "dev_final": {"f1": 0.82}, "epochs": 3, "command": "python benchmarks/run_glue.py --tasks mrpc"}
     base = {**run, "row": "6l_w1a8_grouped", "metrics": {"f1": 0.81}, "dev_final": {"f1": 0.80}}
     text = make_table.screening_table({("mrpc", "6l_w1a8_lsq"): [run], ("mrpc", "6l_w1a8_grouped"): [base]})
     assert "| `6l_w1a8_lsq` |" in text and "| 82.0 (83.0) vs 80.0 (81.0) |" in text
+    # a second seed of both is averaged, paired; a seed only the baseline ran is left out of both means
+    run43 = {**run, "seed": 43, "metrics": {"f1": 0.85}, "dev_final": {"f1": 0.84}}
+    base43 = {**base, "seed": 43, "metrics": {"f1": 0.81}, "dev_final": {"f1": 0.78}}
+    base44 = {**base, "seed": 44, "metrics": {"f1": 0.10}, "dev_final": {"f1": 0.10}}
+    cells = {("mrpc", "6l_w1a8_lsq"): [run, run43], ("mrpc", "6l_w1a8_grouped"): [base, base43, base44]}
+    assert "| 83.0 (84.0) vs 79.0 (81.0) n=2 |" in make_table.screening_table(cells)
+    # a screened change is not a row of the main GLUE table; its baseline is
+    glue = make_table.table(cells)
+    assert "| 6l_w1a8_lsq |" not in glue and "| 6l_w1a8_grouped |" in glue
