@@ -17,7 +17,7 @@ Rows:
   minilm_w1a8_4ep_bf16_emb30   4 epochs (bf16), the embedding term weighted 30 instead of 10
   minilm_w1a8_4ep_bf16_sim     the same plus the in-batch similarity term (sim_weight 1000)
   minilm_w1a8_4ep_bf16_emb30_sst2   emb30 with SST-2's training phrases added to the corpus, same steps
-  minilm_w1a8_4ep_bf16_emb30_lat3 / _lat1   emb30 with the latent weights' rate 3x / 1x the learning rate (xtc: 10x)
+  minilm_w1a8_4ep_bf16_emb30_lat3   emb30 with the latent weights' rate 3x the learning rate (xtc: 10x)
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
@@ -85,12 +85,10 @@ ROWS = {
     # the same with SST-2's 67k training phrases added to the corpus (4 epochs' steps of the default corpus)
     "minilm_w1a8_4ep_bf16_emb30_sst2": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
                                            qat=(("bf16", True), ("epochs", 4.0)), extra_corpus=("sst2",)),
-    # emb30 with the latent weights' rate at 3x / 1x the learning rate instead of xtc's 10x: the curves of the
+    # emb30 with the latent weights' rate at 3x the learning rate instead of xtc's 10x: the curves of the
     # 4-epoch rows gain most in the last quarter, as the rate decays (fewer sign flips back and forth)
     "minilm_w1a8_4ep_bf16_emb30_lat3": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
                                            qat=(("bf16", True), ("epochs", 4.0), ("latent_lr_scale", 3.0))),
-    "minilm_w1a8_4ep_bf16_emb30_lat1": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
-                                           qat=(("bf16", True), ("epochs", 4.0), ("latent_lr_scale", 1.0))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
