@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,14 +28,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from bench_inference import _isa  # benchmarks/ is on the path: this script runs from it
     from transformers import AutoTokenizer
 
     from xtc.data.embedding import dev_set, embedding_metrics
     from xtc.modules import QuantLinear
     from xtc.surgery import load_quantized
-
-    sys.path.insert(0, str(HERE))
-    from bench_inference import _isa
 
     path = args.run / "quantized" / "model"
     model, tokenizer = load_quantized(path).eval(), AutoTokenizer.from_pretrained(path)

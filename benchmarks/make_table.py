@@ -263,16 +263,18 @@ def screening_table(cells: dict) -> str:
     names = {t: f"{label[t]} {metric_name(cells, t)}" for t in SCREEN_TASKS if any(k[0] == t for k in cells)}
     lines = ["| row | what changes | baseline | " + " | ".join(names.values()) + " |",
              "|---|---|---|" + "---|" * len(names)]
+    single = set()  # the seed of every cell that has one
     for row, what, baseline in SCREENING:
         values = []
         for t in names:
             seeds = seeds_of(t, row) & seeds_of(t, baseline)
+            single |= seeds if len(seeds) == 1 else set()
             values.append(f"{reading(t, row, seeds)} vs {reading(t, baseline, seeds)}"
                           f"{f' n={len(seeds)}' if len(seeds) > 1 else ''}" if seeds else "–")
         lines.append(f"| `{row}` | {what} | `{baseline}` | " + " | ".join(values) + " |")
     return ("\n".join(lines) + "\n\n3 epochs, x100: the end of the budget, in brackets the best checkpoint (chosen "
             "on the dev set it reports); row vs baseline, each the mean over the seeds both ran (n of them where more "
-            "than one; seed 42 otherwise).\n")
+            f"than one; seed {'/'.join(map(str, sorted(single)))} otherwise).\n")
 
 
 # issue 32's goals at the paper's scale: (row, the most it may trail its teacher, end of budget)
