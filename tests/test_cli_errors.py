@@ -129,6 +129,7 @@ CASES = [
     ("epochs-0", _finetune("--epochs", "0"), None, ["epochs", "greater than 0"]),
     ("epochs-nan", _compress("--epochs", "nan"), None, ["epochs", "nan"]),
     ("warmup-negative", _compress("--warmup-epochs", "-1"), None, ["warmup_epochs"]),
+    ("warmup-fraction-above-1", _compress("--max-warmup-fraction", "1.5"), None, ["max_warmup_fraction", "1.5"]),
     ("eval-steps-0", _compress("--eval-steps", "0"), None, ["eval_steps"]),
     ("max-length-1", _compress("--max-length", "1"), None, ["max_length", "2..8192"]),
     ("seed-negative", _compress("--seed", "-5"), None, ["seed", "-5"]),

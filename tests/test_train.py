@@ -217,6 +217,26 @@ def test_bf16_is_a_training_option_of_recipes_and_the_command_line():
         TrainConfig(bf16="yes")
 
 
+def test_the_warmup_lasts_its_epochs_at_most_its_fraction_of_the_steps():
+    from xtc.errors import ConfigError
+    from xtc.recipe import apply_options, recipe_from_dict
+    from xtc.train import TrainConfig, warmup_steps
+
+    # 100 steps an epoch, 3 epochs: one epoch uncapped; a tenth of 300 steps under the quantization default
+    assert warmup_steps(TrainConfig(epochs=3), 100, 300) == 100
+    assert warmup_steps(TrainConfig(epochs=3, max_warmup_fraction=0.1), 100, 300) == 30
+    # 18 epochs: the one-epoch warm-up is under the cap and stays what the paper has
+    assert warmup_steps(TrainConfig(epochs=18, max_warmup_fraction=0.1), 100, 1800) == 100
+    assert warmup_steps(TrainConfig(max_steps=5, warmup_epochs=2.0), 100, 5) == 5  # never past the budget
+    recipe = recipe_from_dict({"qat": {"epochs": 3, "warmup_epochs": 1.0}})
+    assert recipe.qat.max_warmup_fraction == 0.1  # the quantization stage's default, kept under a partial qat
+    assert recipe.finetune.max_warmup_fraction == 1.0 and recipe.reduce.max_warmup_fraction == 1.0
+    paper = apply_options(recipe, {"max_warmup_fraction": 1.0})  # the paper's one-epoch warm-up: one option
+    assert paper.qat.max_warmup_fraction == 1.0 and warmup_steps(paper.qat, 100, 300) == 100
+    with pytest.raises(ConfigError, match="max_warmup_fraction"):
+        TrainConfig(max_warmup_fraction=1.5)
+
+
 def test_ternary_first_trains_the_binary_linears_ternary_then_binary_and_evaluates_only_binary(tmp_path, monkeypatch):
     """Progressive bit reduction: with ternary_first=0.5 over 6 steps, steps 1-3 quantize the binary
     linears ternary, steps 4-6 binary; no evaluation scores the ternary model; the kept model is binary."""

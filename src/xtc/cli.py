@@ -79,6 +79,9 @@ OPTIONS: dict[str, Opt] = {
     "seed": Opt(Optional[int], None, "random seed", show_default=str(_RECIPE.seed)),
     "warmup_epochs": Opt(Optional[float], None, "linear warm-up length in epochs (fractions allowed)",
                          show_default=f"{_QAT.warmup_epochs:g}"),
+    "max_warmup_fraction": Opt(Optional[float], None, "cap the warm-up at this fraction of each stage's steps "
+                                                      "(1 = no cap: the paper's one-epoch warm-up at any budget)",
+                               show_default=f"{_QAT.max_warmup_fraction:g} for quantization, 1 for the others"),
     "group_by_length": Opt(Optional[bool], None, "batch examples of similar length together (less padding, faster "
                                                  "steps), or draw batches at random",
                            ("--group-by-length/--random-batches",), show_default="--group-by-length"),
@@ -118,6 +121,7 @@ OPTIONS: dict[str, Opt] = {
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
 QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
+            "max_warmup_fraction",
             "group_by_length", "select_on", "average_last", "ternary_first", "bf16")
 DATA = ("train_file", "dev_file", "dataset", "dataset_config", "task_type", "text_column", "text_pair_column",
         "label_column", "tokens_column", "tags_column", "labels", "dev_fraction")

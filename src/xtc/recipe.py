@@ -69,7 +69,8 @@ class Recipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(warmup_epochs=0.1))
     reduce: TrainConfig = field(default_factory=TrainConfig)  # FP32 layer-reduction KD stage
-    qat: TrainConfig = field(default_factory=TrainConfig)  # quantization-aware KD stage
+    # quantization-aware KD stage; its warm-up is at most a tenth of its steps (TrainConfig.max_warmup_fraction)
+    qat: TrainConfig = field(default_factory=lambda: TrainConfig(max_warmup_fraction=0.1))
     seed: int = 42
 
     def __post_init__(self):
@@ -159,7 +160,8 @@ def load_recipe(path: str | Path) -> Recipe:
 # option name -> TrainConfig field, for the options that set every training stage alike
 TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size", "max_steps": "max_steps",
                  "eval_steps": "eval_steps", "max_length": "max_length", "seed": "seed",
-                 "warmup_epochs": "warmup_epochs", "group_by_length": "group_by_length", "select_on": "select_on",
+                 "warmup_epochs": "warmup_epochs", "max_warmup_fraction": "max_warmup_fraction",
+                 "group_by_length": "group_by_length", "select_on": "select_on",
                  "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
                  "activation_bits": "activation_bits"}

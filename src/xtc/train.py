@@ -237,6 +237,11 @@ def _dev_sets(task: TaskSpec, dev: dict[str, TokenizedDataset]):
     return dev if len(dev) > 1 else next(iter(dev.values()))
 
 
+def warmup_steps(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> int:
+    """The linear warm-up's length: ``warmup_epochs``, at most ``max_warmup_fraction`` of the stage's steps."""
+    return min(round(config.warmup_epochs * steps_per_epoch), round(config.max_warmup_fraction * total_steps))
+
+
 def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
                 dev_sets: dict[str, TokenizedDataset], output_dir: Path, config: TrainConfig,
                 teacher=None, layer_map: Sequence[int] = (), distill_config: DistillConfig | None = None,
@@ -254,7 +259,7 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = math.ceil(len(train_set) / (config.batch_size * world))
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    warmup = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(config, steps_per_epoch, total_steps)
     eval_steps = config.eval_steps or steps_per_epoch
     # the selection metric of a task with two dev sets (MNLI) is the first one's; with select_on=train:F
     # the first set is the held-out part of the training set; with select_on=last no set chooses
