@@ -237,6 +237,7 @@ SCREENING = (
     ("6l_w1a8_tern33", "ternary for the first third of the steps, then binary (`ternary_first`)", "6l_w1a8_grouped"),
     ("6l_w1a8_tern50", "ternary for the first half of the steps, then binary", "6l_w1a8_grouped"),
     ("6l_w1a8_warm10", "warm-up over a tenth of the budget instead of a third", "6l_w1a8_grouped"),
+    ("6l_w1a8_warm10_random", "warm-up over a tenth of the budget, random batches", "6l_w1a8"),
     ("6l_w1a8_lsq", "learned scale per matrix (LSQ step size) instead of mean abs(W)", "6l_w1a8_grouped"),
 )
 SCREEN_TASKS = ("mrpc", "stsb", "cola")
