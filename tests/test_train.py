@@ -278,3 +278,24 @@ def test_ternary_first_is_a_fraction_below_one_and_needs_binary_linears(tmp_path
         TrainConfig(ternary_first=1.0)
     with pytest.raises(ConfigError, match="ternary_first must be 0..1"):
         TrainConfig(ternary_first=-0.1)
+
+
+@pytest.mark.parametrize("bits, cap", [(None, 1.0), ("1", 0.1)])
+def test_xtc_distill_trains_with_the_defaults_of_the_stage_compress_would_run(tmp_path, monkeypatch, bits, cap):
+    """FP32 layer reduction keeps the one-epoch warm-up; quantization-aware KD gets the warm-up cap."""
+    from typer.testing import CliRunner
+
+    import xtc.pipeline
+    from xtc.cli import app
+
+    seen = {}
+
+    def fake_distill(teacher, task, output, glue_dir, config, **kwargs):
+        seen["config"] = config
+        return {"dev": {}}
+
+    monkeypatch.setattr(xtc.pipeline, "distill", fake_distill)
+    args = ["distill", "--teacher", str(tmp_path), "--task", "mrpc", "--layers", "0", "--output", str(tmp_path / "kd")]
+    result = CliRunner().invoke(app, args + (["--weight-bits", bits] if bits else []))
+    assert result.exit_code == 0, result.output
+    assert seen["config"].max_warmup_fraction == cap

@@ -311,7 +311,9 @@ def distill(output: Path = typer.Option(..., help="stage folder (the model goes 
         options = {**options, "augment": None}
     quant = quant_config(None, options) if options.get("weight_bits") or options.get("weight_scheme") else None
     _exportable(quant)
-    cfg = train_config(_QAT, options, latent_lr_scale=options.get("latent_lr_scale"))
+    # the stage compress would run: quantization-aware KD, or FP32 layer reduction (its own warm-up cap)
+    cfg = train_config(_QAT if quant is not None else _RECIPE.reduce, options,
+                       latent_lr_scale=options.get("latent_lr_scale"))
     from .pipeline import distill as run
 
     summary = run(options["teacher"], task, output, _str(options.get("glue_dir")), student=options.get("student"),
