@@ -19,7 +19,6 @@ Rows:
   minilm_w1a8_4ep_bf16_emb30_sst2   emb30 with SST-2's training phrases added to the corpus, same steps
   minilm_w1a8_4ep_bf16_emb30_lat3   emb30 with the latent weights' rate 3x the learning rate (xtc: 10x)
   minilm_w1a8_4ep_bf16_emb30_warm10 emb30 warming up over a tenth of the budget (0.4 epoch) instead of 0.67 epoch
-  minilm_w1a8_4ep_bf16_emb30_lr1e4  emb30 at a learning rate of 1e-4 instead of 5e-5
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
@@ -95,9 +94,6 @@ ROWS = {
     # shorter warm-up won STS-B by 4.0 points (three seeds) in issue 33's screen of binary GLUE students
     "minilm_w1a8_4ep_bf16_emb30_warm10": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
                                              qat=(("bf16", True), ("epochs", 4.0), ("warmup_epochs", 0.4))),
-    # emb30 at twice the learning rate (1e-4; the latent weights' rate follows at 10x)
-    "minilm_w1a8_4ep_bf16_emb30_lr1e4": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
-                                            qat=(("bf16", True), ("epochs", 4.0), ("learning_rate", 1e-4))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
