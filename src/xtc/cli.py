@@ -183,7 +183,7 @@ def command(*groups: tuple, defaults: Optional[TrainConfig] = None):
                      else str(getattr(defaults, f)) for opt, f in TRAIN_OPTIONS.items()
                      if getattr(defaults, f) is not None
                      and opt not in ("group_by_length", "seed", "select_on", "max_steps", "average_last",
-                                     "ternary_first")}
+                                     "ternary_first", "max_warmup_fraction")}
         added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=OPTIONS[n].type,
                                    default=_typer_option(n, OPTIONS[n], shown.get(n))) for n in names]
 
