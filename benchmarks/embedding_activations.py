@@ -36,17 +36,16 @@ def main() -> None:
     args = parser.parse_args()
     if (args.run is None) == (args.word_embedding_only is None):
         parser.error("give a run folder or --word-embedding-only MODEL")
+    if args.word_embedding_only is not None:
+        return word_embedding_only(args.word_embedding_only, args.glue_dir)
 
     import torch
-    from bench_inference import _isa  # benchmarks/ is on the path: this script runs from it
     from transformers import AutoTokenizer
 
     from xtc.data.embedding import dev_set, embedding_metrics
     from xtc.modules import QuantLinear
     from xtc.surgery import load_quantized
 
-    if args.word_embedding_only is not None:
-        return word_embedding_only(args.word_embedding_only, args.glue_dir)
     path = args.run / "quantized" / "model"
     model, tokenizer = load_quantized(path).eval(), AutoTokenizer.from_pretrained(path)
     dev = dev_set(str(args.glue_dir))
@@ -59,14 +58,13 @@ def main() -> None:
             m.activation_bits = None
         readings["activations in full precision"] = embedding_metrics(model, tokenizer, dev)
     entry = {"run": str(args.run), "activation_bits_trained": sorted(b for b in bits if b),
-             "quantized_linears": len(linears), "isa": " ".join(_isa()), "threads": torch.get_num_threads(),
-             "command": f"python benchmarks/embedding_activations.py {args.run}", "metrics": readings}
+             "quantized_linears": len(linears), "command": f"python benchmarks/embedding_activations.py {args.run}",
+             "metrics": readings}
     save(args.run.name, entry)
 
 
 def word_embedding_only(model_dir: Path, glue_dir: Path) -> None:
     import torch
-    from bench_inference import _isa
     from transformers import AutoModel, AutoTokenizer
 
     import xtc
@@ -82,12 +80,16 @@ def word_embedding_only(model_dir: Path, glue_dir: Path) -> None:
                 xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits, activation_bits=None, modules=("no-linear",)))
             readings["FP32" if bits == 32 else f"word embedding at {bits} bit"] = embedding_metrics(
                 model, tokenizer, dev, pooling=pooling)
-    save(f"word-embedding-only:{model_dir.name}", {
-        "model": model_dir.name, "isa": " ".join(_isa()), "threads": torch.get_num_threads(),
-        "command": f"python benchmarks/embedding_activations.py --word-embedding-only {model_dir}", "metrics": readings})
+    command = f"python benchmarks/embedding_activations.py --word-embedding-only {model_dir}"
+    save(f"word-embedding-only:{model_dir.name}", {"model": model_dir.name, "command": command, "metrics": readings})
 
 
 def save(key: str, entry: dict) -> None:
+    """Record ``entry`` (with the host's ISA and thread count) under ``key`` and print its readings."""
+    import torch
+    from bench_inference import _isa  # benchmarks/ is on the path: this script runs from it
+
+    entry = {**entry, "isa": " ".join(_isa()), "threads": torch.get_num_threads()}
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     results[key] = entry
     OUT.write_text(json.dumps(results, indent=1) + "\n")
