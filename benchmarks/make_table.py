@@ -387,23 +387,39 @@ def embedding_table() -> str:
                     speed[(model, variant)] = 32 / ms * 1e3
     owner = {"minilm_fp32": ("minilm_embed", "fp32"), "minilm_w1a8": ("minilm_embed", "packed_student"),
              "mpnet_fp32": ("mpnet_embed", "fp32"), "mpnet_6l_w1a8": ("mpnet_embed", "packed_student")}
-    head = ["row", "model", "bits", "layers", "epochs", "STS-B Spearman, end (best eval)", "MRPC recall@1, end (at that eval)",
-            "MRR, end", "file MB", "sentences/s, b32, 1 thread", "training: minutes (precision, threads)"]
+    head = ["row", "model", "bits", "layers", "epochs", "seeds", "STS-B Spearman, end (best eval)",
+            "MRPC recall@1, end (at that eval)", "MRR, end", "file MB", "sentences/s, b32, 1 thread",
+            "training: minutes (precision, threads)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(runs, key=lambda r: (r["model"], -r["weight_bits"], r["row"])):
-        m, best = r["metrics"], r.get("best_dev")
+    by_row = defaultdict(list)
+    for r in runs:
+        by_row[r["row"]].append(r)
+    for seeds in sorted(by_row.values(), key=lambda rs: (rs[0]["model"], -rs[0]["weight_bits"], rs[0]["row"])):
+        seeds.sort(key=lambda r: r["seed"])
+        r = seeds[0]  # the row's settings, file and training time: its first seed's
 
-        def with_best(key):
-            value = f"{100 * m[key]:.1f}"
-            return value + (f" ({100 * best[key]:.1f})" if best else "")
+        def with_best(key, spread=False):  # mean over the seeds (± their standard deviation)
+            ends = [100 * x["metrics"][key] for x in seeds]
+            bests = [100 * x["best_dev"][key] for x in seeds if x.get("best_dev")]
+            value = f"{statistics.mean(ends):.1f}"
+            if spread and len(ends) > 1:
+                value += f" ± {statistics.stdev(ends):.1f}"
+            return value + (f" ({statistics.mean(bests):.1f})" if len(bests) == len(seeds) else "")
 
         def epochs(e):  # per stage (FP32 layer reduction + QAT) or a number
             return " + ".join(f"{v:g}" for v in e.values()) if isinstance(e, dict) else f"{e:g}" if e else "–"
 
+        def bits(r):
+            if r["weight_bits"] == 32:
+                return "FP32"
+            emb = r.get("embedding_bits")
+            return f"W{r['weight_bits']}A8" + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
+
         rate = speed.get(owner.get(r["row"], ("", "")))
         lines.append("| " + " | ".join([
-            r["row"], r["model"], "FP32" if r["weight_bits"] == 32 else f"W{r['weight_bits']}A8", str(r["layers"]),
-            epochs(r["epochs"]), with_best("stsb_spearman"), with_best("recall_at_1"), f"{100 * m['mrr']:.1f}",
+            r["row"], r["model"], bits(r), str(r["layers"]), epochs(r["epochs"]),
+            "/".join(str(x["seed"]) for x in seeds), with_best("stsb_spearman", spread=True),
+            with_best("recall_at_1"), f"{statistics.mean(100 * x['metrics']['mrr'] for x in seeds):.1f}",
             f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–", training(r)]) + " |")
     commands = sorted({r["command"] for r in runs})
     text = "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"

@@ -19,6 +19,7 @@ Rows:
   minilm_w1a8_4ep_bf16_emb30_sst2   emb30 with SST-2's training phrases added to the corpus, same steps
   minilm_w1a8_4ep_bf16_emb30_lat3   emb30 with the latent weights' rate 3x the learning rate (xtc: 10x)
   minilm_w1a8_4ep_bf16_emb30_warm10 emb30 warming up over a tenth of the budget (0.4 epoch) instead of 0.67 epoch
+  minilm_w1a8_4ep_bf16_emb30_we2    emb30 with a 2-bit (ternary) word embedding beside the binary linears
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
@@ -94,6 +95,10 @@ ROWS = {
     # shorter warm-up won STS-B by 4.0 points (three seeds) in issue 33's screen of binary GLUE students
     "minilm_w1a8_4ep_bf16_emb30_warm10": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
                                              qat=(("bf16", True), ("epochs", 4.0), ("warmup_epochs", 0.4))),
+    # emb30 with the word embedding at 2 bits (ternary) beside the binary linears: untrained, the word
+    # embedding alone at 1 bit costs 0.8 of STS-B and at 2 bits 0.2 (results/embedding_activations.json)
+    "minilm_w1a8_4ep_bf16_emb30_we2": Row("minilm", "embedding-minilm-w1a8", emb_weight=30.0,
+                                          quant=(("embedding_bits", 2),), qat=(("bf16", True), ("epochs", 4.0))),
     "mpnet_fp32": Row("mpnet"),
     "mpnet_6l_w1a8": Row("mpnet", "embedding-mpnet-6l-w1a8"),
     "mpnet_5l_w1a8": Row("mpnet", "embedding-mpnet-5l-w1a8"),
@@ -199,6 +204,7 @@ def run_row(name: str, seed: int, args) -> dict:
     best, curve = best_and_curve(out / "quantized" / "log.jsonl")
     corpus = " + ".join(("default corpus",) + row.extra_corpus) if row.extra_corpus or not args.train_file else None
     return {**common, "weight_bits": recipe.quant.weight_bits, "activation_bits": recipe.quant.activation_bits,
+            "embedding_bits": recipe.quant.word_embedding_bits if recipe.quant.quantize_embeddings else None,
             "layers": results["num_layers"] or (6 if row.family == "minilm" else 12), "copied_layers": recipe.layers,
             "recipe": f"recipes/{row.recipe}.yaml", "epochs": results["epochs"], "steps": results["steps"],
             "train_wall_s": results["train_wall_s"], "sentences": corpus,

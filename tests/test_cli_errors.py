@@ -137,6 +137,8 @@ CASES = [
     ("weight-bits-3", _compress("--weight-bits", "3"), None, ["3-bit", "cannot be exported", "--weight-bits 1 or 2"]),
     ("weight-bits-3-distill", _distill("--weight-bits", "3"), None, ["3-bit", "cannot be exported"]),
     ("weight-bits-0", _compress("--weight-bits", "0"), None, ["weight_bits must be 1..16", "got 0"]),
+    ("embedding-bits-4", _compress("--embedding-bits", "4"), None, ["4-bit word embedding", "--embedding-bits 1 or 2"]),
+    ("embedding-bits-0", _compress("--embedding-bits", "0"), None, ["embedding_bits must be 1..16", "got 0"]),
     ("activation-bits-3", _compress("--activation-bits", "3"), None, ["activation_bits must be 4..16", "got 3"]),
     ("groups-word", _compress("--groups", "abc"), None, ["--groups", "'abc'", "'row'"]),
     ("groups-0", _compress("--groups", "0"), None, ["groups must be an integer >= 1"]),

@@ -103,6 +103,30 @@ def test_round_trip_matches_fake_quant_model(tmp_path, bits, packing, groups):
     assert torch.equal(out16.argmax(-1), ref.argmax(-1))
 
 
+def test_word_embedding_keeps_its_own_bits_beside_binary_linears(tmp_path):
+    # embedding_bits=2: ternary word embedding, binary linears; the file holds each at its own width
+    model = tiny_classifier()
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, embedding_bits=2))
+    emb = model.bert.embeddings.word_embeddings
+    assert (emb.weight_bits, emb.weight_scheme) == (2, "ternary")
+    assert model.bert.encoder.layer[0].attention.self.query.weight_bits == 1
+    inputs = batch()
+    ref = logits(model, inputs)
+    path = save_packed(model, tmp_path / "mixed", fp_dtype="fp32")
+    entries, _, _ = fmt.read(path)
+    kinds = {e["kind"] for name, e in entries.items() if e.get("role") == "linear"}
+    assert kinds == {"binary"}
+    assert entries["bert.embeddings.word_embeddings.weight"]["kind"] == "ternary"
+    packed = load_packed(path)
+    assert packed.bert.embeddings.word_embeddings.kind == "ternary"
+    torch.testing.assert_close(logits(packed, inputs), ref, rtol=0, atol=1e-5)
+    # the same model with a binary embedding differs (the option is not ignored) and is smaller
+    binary = tiny_classifier()
+    xtc.quantize_(binary, xtc.XTCConfig(weight_bits=1))
+    assert not torch.allclose(logits(binary, inputs), ref)
+    assert save_packed(binary, tmp_path / "binary").stat().st_size < path.stat().st_size
+
+
 def test_sub_row_groups_and_float_activations_use_the_torch_path(tmp_path):
     model = tiny_classifier()
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, groups=128, activation_bits=None))  # 128 groups > 64 rows

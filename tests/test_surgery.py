@@ -55,6 +55,14 @@ def test_quantized_checkpoint_round_trips(tmp_path):
     assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
 
 
+def test_embedding_bits_survive_a_quantized_checkpoint(tmp_path):
+    model = tiny_bert(layers=1)
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, embedding_bits=2))
+    model.save_pretrained(tmp_path)
+    emb = xtc.load_quantized(tmp_path).get_input_embeddings()
+    assert isinstance(emb, QuantEmbedding) and (emb.weight_bits, emb.weight_scheme) == (2, "ternary")
+
+
 def test_row_groups_give_each_linear_one_scale_per_output_row(tmp_path):
     model = tiny_bert(layers=2)
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, groups="row"))
@@ -139,6 +147,9 @@ def test_quantize_twice_keeps_one_config():
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=1))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, weight_scheme="binary"))  # the same, spelled out
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, embedding_bits=1))  # the same, spelled out
+    with pytest.raises(ConfigError, match="already quantized"):
+        xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, embedding_bits=2))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ConfigError, match="already quantized"):
         xtc.quantize_(model, xtc.XTCConfig(weight_bits=2))

@@ -62,6 +62,9 @@ OPTIONS: dict[str, Opt] = {
                                        "groups, row = one per output row", show_default="1"),
     "activation_bits": Opt(Optional[int], None, "activation bits (0 = full precision)",
                            show_default=str(_RECIPE.quant.activation_bits)),
+    "embedding_bits": Opt(Optional[int], None, "bits of the word embedding when they differ from --weight-bits "
+                                               "(e.g. 2 beside binary linears: a bigger file, the same speed)",
+                          show_default="--weight-bits"),
     "latent_lr_scale": Opt(Optional[float], None, "learning rate of the quantized latent weights as a multiple of "
                                                   "--lr (1 = the paper's single rate)",
                            show_default=f"{_QAT.latent_lr_scale:g}"),
@@ -119,7 +122,7 @@ OPTIONS: dict[str, Opt] = {
     "overwrite": Opt(bool, False, "replace what is already in the output folder"),
 }
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
-QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "latent_lr_scale")
+QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "embedding_bits", "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
             "max_warmup_fraction",
             "group_by_length", "select_on", "average_last", "ternary_first", "bf16")
@@ -247,6 +250,10 @@ def _exportable(quant) -> None:
     if quant is not None and not quant.packable:
         from .quantizers import packable_schemes
 
+        if quant.weight_bits in PACKABLE_WEIGHT_BITS and quant.scheme in packable_schemes():
+            raise ConfigError(f"a {quant.word_embedding_bits}-bit word embedding cannot be exported to the packed "
+                              f"format, which holds {' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit ones; use "
+                              "--embedding-bits 1 or 2")
         raise ConfigError(f"{quant.weight_bits}-bit weights of the {quant.scheme!r} scheme cannot be exported to the "
                           f"packed format, which holds {' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit weights "
                           f"(schemes {', '.join(packable_schemes())}); use --weight-bits 1 or 2, or xtc.quantize_ "

@@ -22,6 +22,7 @@ XTC_CONFIG_NAME = "xtc_config.json"
 ROW_GROUPS = "row"  # XTCConfig.groups: one scale per output row of every linear
 # The weight widths the packed format stores (xtc export, load_packed): binary and ternary codes.
 PACKABLE_WEIGHT_BITS = (1, 2)
+_XTC_SCHEMES = {1: "binary", 2: "ternary"}  # XTC's quantizer for 1 and 2 bits; "symmetric" above
 
 
 def _number(owner: str, name: str, value, *, low=None, high=None, low_open=False, integer=False,
@@ -58,6 +59,9 @@ class XTCConfig:
     groups: scales per linear weight matrix: 1 = one per matrix (the paper's default), an integer
         that divides the matrix, or ``"row"`` = one per output row (whatever each matrix's width).
     quantize_embeddings: quantize the word embedding, one scale per row.
+    embedding_bits: the word embedding's bits when they differ from ``weight_bits`` (e.g. 2 beside
+        binary linears: the embedding is a lookup table, so its bits cost file size, not speed);
+        None = ``weight_bits`` (the paper's). Its scheme is XTC's for those bits.
     modules: names of linears (last name component, e.g. "query") to quantize; empty = every
         linear inside the transformer blocks.
     """
@@ -66,6 +70,7 @@ class XTCConfig:
     activation_bits: Optional[int] = 8
     groups: Union[int, str] = 1
     quantize_embeddings: bool = True
+    embedding_bits: Optional[int] = None
     weight_scheme: Optional[str] = None
     modules: tuple[str, ...] = field(default_factory=tuple)
 
@@ -83,6 +88,9 @@ class XTCConfig:
             raise ConfigError(f"groups must be an integer >= 1 or {ROW_GROUPS!r} (one scale per output row), "
                               f"got {self.groups!r}")
         _flag(owner, "quantize_embeddings", self.quantize_embeddings)
+        if self.embedding_bits is not None:
+            _number(owner, "embedding_bits", self.embedding_bits, low=1, high=16, integer=True,
+                    fix=" (1 = binary, 2 = ternary; None = weight_bits)")
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.weight_scheme is not None:  # XTC's own scheme for the bits always fits them
             from .quantizers import check_scheme_bits  # imports torch: only for a named scheme
@@ -94,14 +102,29 @@ class XTCConfig:
         """The weight quantizer's name: ``weight_scheme``, or XTC's scheme for ``weight_bits``."""
         if self.weight_scheme:
             return self.weight_scheme
-        return {1: "binary", 2: "ternary"}.get(self.weight_bits, "symmetric")
+        return _XTC_SCHEMES.get(self.weight_bits, "symmetric")
+
+    @property
+    def word_embedding_bits(self) -> int:
+        """The bits of the quantized word embedding: ``embedding_bits``, else ``weight_bits``."""
+        return self.weight_bits if self.embedding_bits is None else self.embedding_bits
+
+    @property
+    def embedding_scheme(self) -> str:
+        """The word embedding's quantizer: the linears' when it has their bits, else XTC's for its own."""
+        if self.embedding_bits is None or self.embedding_bits == self.weight_bits:
+            return self.scheme
+        return _XTC_SCHEMES.get(self.embedding_bits, "symmetric")
 
     @property
     def packable(self) -> bool:
         """Whether ``xtc export`` can write this model as a packed file."""
         from .quantizers import scheme_codes
 
-        return self.weight_bits in PACKABLE_WEIGHT_BITS and scheme_codes(self.scheme) is not None
+        linears = self.weight_bits in PACKABLE_WEIGHT_BITS and scheme_codes(self.scheme) is not None
+        embedding = not self.quantize_embeddings or (self.word_embedding_bits in PACKABLE_WEIGHT_BITS
+                                                     and scheme_codes(self.embedding_scheme) is not None)
+        return linears and embedding
 
     def groups_for(self, linear) -> int:
         """The number of scale groups of ``linear``'s weight under this config."""
@@ -114,7 +137,7 @@ class XTCConfig:
 
     def canonical(self) -> dict:
         """``to_dict`` with the scheme spelled out: equal for configs that quantize alike."""
-        return {**self.to_dict(), "weight_scheme": self.scheme}
+        return {**self.to_dict(), "weight_scheme": self.scheme, "embedding_bits": self.word_embedding_bits}
 
     @classmethod
     def from_dict(cls, d: dict) -> "XTCConfig":

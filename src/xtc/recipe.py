@@ -164,7 +164,7 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch
                  "group_by_length": "group_by_length", "select_on": "select_on",
                  "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
-                 "activation_bits": "activation_bits"}
+                 "activation_bits": "activation_bits", "embedding_bits": "embedding_bits"}
 HUB = "hub"  # --glue-dir hub: read GLUE from the hub even where a recipe names a local folder
 # the natural width of the schemes that have one: --weight-scheme absmean needs no --weight-bits
 _SCHEME_BITS = {"binary": 1, "ternary": 2, "absmean": 2}

@@ -91,7 +91,7 @@ def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
     if config.quantize_embeddings:
         emb = model.get_input_embeddings()
         if type(emb) is nn.Embedding:
-            model.set_input_embeddings(QuantEmbedding(emb, config.weight_bits, config.scheme))
+            model.set_input_embeddings(QuantEmbedding(emb, config.word_embedding_bits, config.embedding_scheme))
     if getattr(model, "config", None) is not None:
         model.config.xtc = config.to_dict()  # travels with save_pretrained's config.json
     return model
