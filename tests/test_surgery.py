@@ -155,3 +155,5 @@ def test_quantize_twice_keeps_one_config():
         xtc.quantize_(model, xtc.XTCConfig(weight_bits=2))
     with pytest.raises(ConfigError, match="activation_bits must be 4..16"):
         xtc.XTCConfig(weight_bits=1, activation_bits=3)
+    with pytest.raises(ConfigError, match="quantize_embeddings is false"):
+        xtc.XTCConfig(weight_bits=1, embedding_bits=2, quantize_embeddings=False)

@@ -91,6 +91,9 @@ class XTCConfig:
         if self.embedding_bits is not None:
             _number(owner, "embedding_bits", self.embedding_bits, low=1, high=16, integer=True,
                     fix=" (1 = binary, 2 = ternary; None = weight_bits)")
+            if not self.quantize_embeddings:
+                raise ConfigError(f"quantization: embedding_bits={self.embedding_bits} asks for a quantized word "
+                                  "embedding, but quantize_embeddings is false; drop one of the two")
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.weight_scheme is not None:  # XTC's own scheme for the bits always fits them
             from .quantizers import check_scheme_bits  # imports torch: only for a named scheme
