@@ -334,7 +334,7 @@ def prepare(name: str, work: Path, checkpoint: str | None, args=None) -> dict:
             minilm_dir = folder / "fp32_minilm"
             AutoModel.from_pretrained(MINILM, add_pooling_layer=False).eval().save_pretrained(minilm_dir)
             sizes["fp32_minilm"], paths["fp32_minilm"] = (minilm_dir / "model.safetensors").stat().st_size, minilm_dir
-        student = EMBED_STUDENTS[name]
+        student = Path(args.embed_student).resolve() if args.embed_student else EMBED_STUDENTS[name]
         if (student / "packed" / "model.xtc.safetensors").exists():
             file = student / "packed" / "model.xtc.safetensors"
         else:
@@ -479,6 +479,8 @@ def main(argv=None):
     p.add_argument("--teacher", default=str(MPNET_TEACHER), help="--models mpnet: the FP32 12-layer model")
     p.add_argument("--student", default=str(MPNET_STUDENT), help="--models mpnet: the trained student to pack")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--embed-student", help="--models minilm_embed / mpnet_embed: the run_embedding run folder whose "
+                                           "packed student to time (default: the row of EMBED_STUDENTS)")
     p.add_argument("--checkpoint", help="a trained xtc run or checkpoint folder (MiniLM-L6 architecture) to export")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--seq", type=int, default=128)
