@@ -54,6 +54,7 @@ def test_end_to_end_tiny_bert_loss_falls_and_outputs_appear(tmp_path, shared):
     on_disk = json.loads((run / "results.json").read_text())
     assert on_disk == results
     assert results["task"] == "mrpc" and results["weight_bits"] == 1 and results["layers"] == [0, 2]
+    assert results["embedding_bits"] == 1  # the word embedding has the linears' bits unless told otherwise
     assert set(results["compressed"]) == {"f1", "accuracy"} and set(results["teacher"]) == {"f1", "accuracy"}
     assert results["steps"] == {"teacher": 8, "reduced": 12, "quantized": 24}
     assert results["xtc_version"] == xtc.__version__

@@ -301,6 +301,8 @@ def _compress_stages(recipe: Recipe, output_dir: Path, task, resume: bool, data,
         "compressed": _flat_dev(final),
         "weight_bits": recipe.quant.weight_bits if recipe.quant else 32,
         "activation_bits": (recipe.quant.activation_bits if recipe.quant else None),
+        "embedding_bits": (recipe.quant.word_embedding_bits if recipe.quant and recipe.quant.quantize_embeddings
+                           else None),
         "layers": recipe.layers,
         "num_layers": len(recipe.layers) if recipe.layers else None,
         "student": recipe.student,
