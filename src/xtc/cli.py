@@ -63,7 +63,7 @@ OPTIONS: dict[str, Opt] = {
     "activation_bits": Opt(Optional[int], None, "activation bits (0 = full precision)",
                            show_default=str(_RECIPE.quant.activation_bits)),
     "embedding_bits": Opt(Optional[int], None, "bits of the word embedding when they differ from --weight-bits "
-                                               "(e.g. 2 beside binary linears: a bigger file, the same speed)",
+                                               "(e.g. 2 beside binary linears: a bigger file, no slower)",
                           show_default="--weight-bits"),
     "latent_lr_scale": Opt(Optional[float], None, "learning rate of the quantized latent weights as a multiple of "
                                                   "--lr (1 = the paper's single rate)",
