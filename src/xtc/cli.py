@@ -250,7 +250,7 @@ def _exportable(quant) -> None:
     if quant is not None and not quant.packable:
         from .quantizers import packable_schemes
 
-        if quant.weight_bits in PACKABLE_WEIGHT_BITS and quant.scheme in packable_schemes():
+        if quant.linears_packable:
             raise ConfigError(f"a {quant.word_embedding_bits}-bit word embedding cannot be exported to the packed "
                               f"format, which holds {' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit ones; use "
                               "--embedding-bits 1 or 2")

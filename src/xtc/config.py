@@ -25,6 +25,13 @@ PACKABLE_WEIGHT_BITS = (1, 2)
 _XTC_SCHEMES = {1: "binary", 2: "ternary"}  # XTC's quantizer for 1 and 2 bits; "symmetric" above
 
 
+def _packs(bits: int, scheme: str) -> bool:
+    """Whether the packed format holds weights of ``scheme`` at ``bits``."""
+    from .quantizers import scheme_codes  # imports torch: only when asked
+
+    return bits in PACKABLE_WEIGHT_BITS and scheme_codes(scheme) is not None
+
+
 def _number(owner: str, name: str, value, *, low=None, high=None, low_open=False, integer=False,
             fix: str = "") -> None:
     """Refuse a value that is not a number in [low, high] (``low_open``: low itself excluded)."""
@@ -108,8 +115,11 @@ class XTCConfig:
         return _XTC_SCHEMES.get(self.weight_bits, "symmetric")
 
     @property
-    def word_embedding_bits(self) -> int:
-        """The bits of the quantized word embedding: ``embedding_bits``, else ``weight_bits``."""
+    def word_embedding_bits(self) -> Optional[int]:
+        """The bits of the quantized word embedding: ``embedding_bits``, else ``weight_bits``; None when the
+        word embedding stays full precision (``quantize_embeddings`` false)."""
+        if not self.quantize_embeddings:
+            return None
         return self.weight_bits if self.embedding_bits is None else self.embedding_bits
 
     @property
@@ -122,12 +132,13 @@ class XTCConfig:
     @property
     def packable(self) -> bool:
         """Whether ``xtc export`` can write this model as a packed file."""
-        from .quantizers import scheme_codes
+        return self.linears_packable and (not self.quantize_embeddings
+                                          or _packs(self.word_embedding_bits, self.embedding_scheme))
 
-        linears = self.weight_bits in PACKABLE_WEIGHT_BITS and scheme_codes(self.scheme) is not None
-        embedding = not self.quantize_embeddings or (self.word_embedding_bits in PACKABLE_WEIGHT_BITS
-                                                     and scheme_codes(self.embedding_scheme) is not None)
-        return linears and embedding
+    @property
+    def linears_packable(self) -> bool:
+        """Whether the packed format holds the linears' weights (the word embedding aside)."""
+        return _packs(self.weight_bits, self.scheme)
 
     def groups_for(self, linear) -> int:
         """The number of scale groups of ``linear``'s weight under this config."""
