@@ -358,14 +358,17 @@ def ort_summary() -> str:
             f"at most 0.6x in {met} of {cells} cells.\n")
 
 
-def training(r: dict) -> str:
-    """Training wall time of an embedding row in minutes, with bf16 autocast or FP32 and the torch threads."""
-    wall = r.get("train_wall_s")
-    if not wall:
+def training(seeds: list[dict]) -> str:
+    """Training wall time of an embedding row in minutes (the range over its seeds, which may have run on
+    different machines), with bf16 autocast or FP32 and the torch threads."""
+    walls = [r.get("train_wall_s") for r in seeds]
+    if not all(walls):
         return "–"
-    minutes = sum(wall.values()) / 60 if isinstance(wall, dict) else wall / 60
+    minutes = sorted(sum(w.values()) / 60 if isinstance(w, dict) else w / 60 for w in walls)
+    span = f"{minutes[0]:.0f}" if round(minutes[0]) == round(minutes[-1]) else f"{minutes[0]:.0f}-{minutes[-1]:.0f}"
+    r = seeds[0]
     threads = r.get("threads")
-    return f"{minutes:.0f} ({'bf16' if r.get('bf16') else 'FP32'}, {threads if threads else '?'})"
+    return f"{span} ({'bf16' if r.get('bf16') else 'FP32'}, {threads if threads else '?'})"
 
 
 def embedding_table() -> str:
@@ -396,7 +399,7 @@ def embedding_table() -> str:
         by_row[r["row"]].append(r)
     for seeds in sorted(by_row.values(), key=lambda rs: (rs[0]["model"], -rs[0]["weight_bits"], rs[0]["row"])):
         seeds.sort(key=lambda r: r["seed"])
-        r = seeds[0]  # the row's settings, file and training time: its first seed's
+        r = seeds[0]  # the row's settings and file: its first seed's
 
         def with_best(key, spread=False):  # mean over the seeds (± their standard deviation)
             ends = [100 * x["metrics"][key] for x in seeds]
@@ -413,14 +416,15 @@ def embedding_table() -> str:
             if r["weight_bits"] == 32:
                 return "FP32"
             emb = r.get("embedding_bits")
-            return f"W{r['weight_bits']}A8" + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
+            return (f"W{r['weight_bits']}A8" + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
+                    + (", row scales" if r.get("weight_groups") == "row" else ""))
 
         rate = speed.get(owner.get(r["row"], ("", "")))
         lines.append("| " + " | ".join([
             r["row"], r["model"], bits(r), str(r["layers"]), epochs(r["epochs"]),
             "/".join(str(x["seed"]) for x in seeds), with_best("stsb_spearman", spread=True),
             with_best("recall_at_1"), f"{statistics.mean(100 * x['metrics']['mrr'] for x in seeds):.1f}",
-            f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–", training(r)]) + " |")
+            f"{r['file_bytes'] / 1e6:.1f}", f"{rate:.0f}" if rate else "–", training(seeds)]) + " |")
     commands = sorted({r["command"] for r in runs})
     text = "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "\n"
     if path.exists():  # every variant timed, ONNX Runtime int8 of the FP32 models included
@@ -459,7 +463,7 @@ def bf16_table() -> str:
             continue
         ra, rb = json.loads(fa.read_text()), json.loads(fb.read_text())
         cell = lambda key: f"{100 * ra['metrics'][key]:.1f} / {100 * rb['metrics'][key]:.1f}"  # noqa: E731
-        lines.append(f"| {a} / {b} | {cell('stsb_spearman')} | {cell('recall_at_1')} | {training(ra)} / {training(rb)} |")
+        lines.append(f"| {a} / {b} | {cell('stsb_spearman')} | {cell('recall_at_1')} | {training([ra])} / {training([rb])} |")
     return text + ("\n".join(lines) + "\n" if len(lines) > 2 else "")
 
 
