@@ -51,11 +51,16 @@ def test_rows_name_their_teacher_and_start(run_glue):
             assert run_glue.ROWS[row.start].family == row.family, name
 
 
-def test_every_embedding_row_has_its_recipe():
+@pytest.fixture(scope="module")
+def run_embedding():
     spec = importlib.util.spec_from_file_location("run_embedding", ROOT / "benchmarks" / "run_embedding.py")
-    run_embedding = importlib.util.module_from_spec(spec)
-    sys.modules["run_embedding"] = run_embedding
-    spec.loader.exec_module(run_embedding)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_embedding"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_embedding_row_has_its_recipe(run_embedding):
     for name, row in run_embedding.ROWS.items():
         if row.recipe is None:
             continue
@@ -63,6 +68,25 @@ def test_every_embedding_row_has_its_recipe():
         assert recipe.task == "embedding" and recipe.quant is not None, name
         assert recipe.qat.select_on == "last", name  # the rows report the end of the budget
         assert (recipe.layers is None) == ("_6l_" not in name and "_5l_" not in name), name
+
+
+def test_an_embedding_recipe_trains_the_row_it_names(run_embedding):
+    """A recipe whose header says "Row NAME of benchmarks/run_embedding.py" trains what that row trains
+    (the row may be its base recipe with changes): every setting equal but the paths."""
+    import re
+    from argparse import Namespace
+
+    from xtc.recipe import with_overrides
+
+    named = 0
+    for path in sorted((ROOT / "recipes").glob("embedding-*.yaml")):
+        match = re.search(r"Row (\w+) of benchmarks/run_embedding.py", path.read_text().splitlines()[0])
+        assert match, f"{path.name} names no row of benchmarks/run_embedding.py"
+        args = Namespace(glue_dir="glue", train_file=None)
+        row = run_embedding.row_recipe(match[1], "model", 42, args)
+        assert with_overrides(load_recipe(path), model="model", glue_dir="glue") == row, path.name
+        named += 1
+    assert named >= 4
 
 
 def test_mpnet_goals_table_says_met_or_by_how_much_missed(run_glue, monkeypatch):
