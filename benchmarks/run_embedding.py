@@ -202,7 +202,8 @@ def run_row(name: str, seed: int, args) -> dict:
     started_at = commit()
     model = str(SHARED / "models" / "all-MiniLM-L6-v2") if row.family == "minilm" else str(args.mpnet_dir)
     common = {"task": "embedding", "row": name, "seed": seed, "model": Path(model).name, "commit": started_at,
-              "cpu": _cpu_name(), "isa": " ".join(_isa()), "threads": __import__("torch").get_num_threads(), "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
+              "cpu": _cpu_name(), "isa": " ".join(_isa()), "threads": __import__("torch").get_num_threads(),
+              "command": f"python benchmarks/run_embedding.py --rows {name} --seeds {seed}"}
     if row.recipe is None:
         data = load_embedding_task(model, None, str(args.glue_dir))
         metrics = evaluate(model, None, data=data)["dev"]

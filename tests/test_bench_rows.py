@@ -71,8 +71,9 @@ def test_every_embedding_row_has_its_recipe(run_embedding):
 
 
 def test_an_embedding_recipe_trains_the_row_it_names(run_embedding):
-    """A recipe whose header says "Row NAME of benchmarks/run_embedding.py" trains what that row trains
-    (the row may be its base recipe with changes): every setting equal but the paths."""
+    """Every recipes/embedding-*.yaml names its row in its header ("Row NAME of benchmarks/run_embedding.py")
+    and trains what that row trains (the row may be another recipe with changes): every setting equal but the
+    paths."""
     import re
     from argparse import Namespace
 
