@@ -12,13 +12,18 @@ from xtc.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run_glue():
-    spec = importlib.util.spec_from_file_location("run_glue", ROOT / "benchmarks" / "run_glue.py")
+def _benchmark_script(name: str):
+    """benchmarks/NAME.py imported as module NAME."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["run_glue"] = module  # dataclasses look their module up while the file runs
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def run_glue():
+    return _benchmark_script("run_glue")
 
 
 # row -> the recipe that reproduces it (a quantized row's recipe also trains its FP32 copy first)
@@ -53,11 +58,7 @@ def test_rows_name_their_teacher_and_start(run_glue):
 
 @pytest.fixture(scope="module")
 def run_embedding():
-    spec = importlib.util.spec_from_file_location("run_embedding", ROOT / "benchmarks" / "run_embedding.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_embedding"] = module
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark_script("run_embedding")
 
 
 def test_every_embedding_row_has_its_recipe(run_embedding):
@@ -79,11 +80,11 @@ def test_an_embedding_recipe_trains_the_row_it_names(run_embedding):
 
     from xtc.recipe import with_overrides
 
+    args = Namespace(glue_dir="glue", train_file=None)
     named = 0
     for path in sorted((ROOT / "recipes").glob("embedding-*.yaml")):
         match = re.search(r"Row (\w+) of benchmarks/run_embedding.py", path.read_text().splitlines()[0])
         assert match, f"{path.name} names no row of benchmarks/run_embedding.py"
-        args = Namespace(glue_dir="glue", train_file=None)
         row = run_embedding.row_recipe(match[1], "model", 42, args)
         assert with_overrides(load_recipe(path), model="model", glue_dir="glue") == row, path.name
         named += 1
