@@ -239,6 +239,8 @@ SCREENING = (
     ("6l_w1a8_warm10", "warm-up over a tenth of the budget instead of a third", "6l_w1a8_grouped"),
     ("6l_w1a8_warm10_random", "warm-up over a tenth of the budget, random batches", "6l_w1a8"),
     ("6l_w1a8_lsq", "learned scale per matrix (LSQ step size) instead of mean abs(W)", "6l_w1a8_grouped"),
+    ("6l_w1a8_warm10_pred10", "prediction term weighted 10 instead of 1", "6l_w1a8_warm10"),
+    ("6l_w1a8_warm10_lr2", "twice the learning rate (1e-4)", "6l_w1a8_warm10"),
 )
 SCREEN_TASKS = ("mrpc", "stsb", "cola")
 
