@@ -204,7 +204,8 @@ def plot(cells: dict) -> None:
 SUMMARY = [
     ("MiniLM-L6, ternary, 9 epochs", "6l_w2a8_long", "inference.json", "minilm", "packed_w2a8"),
     ("MiniLM-L6, binary row-wise, 18 epochs", "6l_w1a8_xlong_row", "inference.json", "minilm", "packed_w1a8"),
-    ("MiniLM-L6, binary, 3 epochs", "6l_w1a8", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6, binary, 3 epochs, xtc's defaults", "6l_w1a8_warm10", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6, binary, 3 epochs, the paper's warm-up", "6l_w1a8", "inference.json", "minilm", "packed_w1a8"),
     ("MiniLM-L6 -> 3 layers, binary, 3 epochs", "3l_w1a8", None, None, None),
     ("MPNet-base (BERT-base size), 12 layers, binary", "mpnet_12l_w1a8", None, None, None),
     ("MPNet-base -> 5 layers, binary", "mpnet_5l_w1a8", "inference_mpnet.json", "mpnet", "packed_student"),
@@ -241,6 +242,7 @@ SCREENING = (
     ("6l_w1a8_lsq", "learned scale per matrix (LSQ step size) instead of mean abs(W)", "6l_w1a8_grouped"),
     ("6l_w1a8_warm10_pred10", "prediction term weighted 10 instead of 1", "6l_w1a8_warm10"),
     ("6l_w1a8_warm10_lr2", "twice the learning rate (1e-4)", "6l_w1a8_warm10"),
+    ("6l_w1a8_warm10_hid10", "hidden-state term weighted 10 instead of 1", "6l_w1a8_warm10"),
 )
 SCREEN_TASKS = ("mrpc", "stsb", "cola")
 
