@@ -292,9 +292,9 @@ def unit_result(task, row, seed, args, spec, summary, bits, layers, cfg, kwargs,
         "learning_rate": cfg.learning_rate,
         "latent_lr_scale": cfg.latent_lr_scale if bits < 32 else None, "warmup_epochs": cfg.warmup_epochs,
         "weight_groups": kwargs["quant"].groups if "quant" in kwargs else None,
-        "att_weight": kwargs["distill_config"].att_weight if "distill_config" in kwargs else 1.0,
-        "pred_weight": kwargs["distill_config"].pred_weight if "distill_config" in kwargs else 1.0,
-        "hid_weight": kwargs["distill_config"].hid_weight if "distill_config" in kwargs else 1.0,
+        # the KD terms' weights (XTC's 1 each unless the row changes them)
+        **{f"{term}_weight": getattr(kwargs.get("distill_config"), f"{term}_weight", 1.0)
+           for term in ("att", "pred", "hid")},
         "ternary_first": cfg.ternary_first,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": started_at, "machine": f"{platform.machine()} {platform.processor()}".strip(),
