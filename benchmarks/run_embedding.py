@@ -27,6 +27,7 @@ Rows:
   mpnet_fp32       all-mpnet-base-v2 as it is (FP32, 12 layers)
   mpnet_6l_w1a8_2ep_bf16   mpnet_6l_w1a8's FP32 6-layer copy, 2 epochs of binary QAT (bf16)
   mpnet_6l_w1a8_4ep_bf16_emb30_att01   the same copy, 4 epochs, embedding term 30, attention term 0.1
+                   (recipes/embedding-mpnet-6l-w1a8-4ep.yaml)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
@@ -152,6 +153,16 @@ def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
     return best, curve
 
 
+def reduced_final(out: Path) -> dict | None:
+    """The FP32 layer-reduced copy's scores at the end of its KD stage (None without that stage): what
+    the binary stage starts from, so the table can tell the cost of the copy from the cost of the bits."""
+    log = out / "reduced" / "log.jsonl"
+    if not log.exists():
+        return None
+    _, curve = best_and_curve(log)
+    return curve[-1] if curve else None
+
+
 def with_corpus(recipe, tasks: tuple[str, ...], glue_dir):
     """``recipe`` training on the default corpus plus the training sentences of ``tasks`` (a file under
     runs/), for as many steps as its epochs take on the default corpus, the warm-up as many steps too."""
@@ -245,7 +256,7 @@ def run_row(name: str, seed: int, args) -> dict:
             "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16, "weight_groups": recipe.quant.groups,
             "learning_rate": recipe.qat.learning_rate, "latent_lr_scale": recipe.qat.latent_lr_scale,
             "warmup_epochs": recipe.qat.warmup_epochs,
-            "reduced_stage_from": row.reuse_reduced,
+            "reduced_stage_from": row.reuse_reduced, "reduced_final": reduced_final(out),
             "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
 
