@@ -155,7 +155,7 @@ def best_and_curve(log: Path) -> tuple[dict | None, list[dict]]:
 
 def reduced_final(out: Path) -> dict | None:
     """The FP32 layer-reduced copy's scores at the end of its KD stage (None without that stage): what
-    the binary stage starts from, so the table can tell the cost of the copy from the cost of the bits."""
+    the binary stage starts from, so that the cost of the copy and the cost of the bits can be told apart."""
     log = out / "reduced" / "log.jsonl"
     if not log.exists():
         return None
