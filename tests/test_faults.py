@@ -167,6 +167,23 @@ def test_resume_cli_refuses_finished_run_without_overwrite(tiny, tmp_path):
     assert (run / "results.json").read_text() == '{"keep": 1}'
 
 
+def test_resuming_a_finished_stage_leaves_it_as_it_is(tiny, tmp_path):
+    """A finished stage resumed again returns its summary and is not trained, evaluated or rewritten again
+    (its budget ends inside an epoch, 6 of 8 steps: where a restarted Trainer can step past the end)."""
+    from xtc import TrainConfig
+    from xtc.pipeline import finetune
+
+    teacher, glue = tiny
+    out, config = tmp_path / "ft", TrainConfig(max_steps=6, eval_steps=3, batch_size=4, seed=7)
+    first = finetune(str(teacher), "sst2", out, str(glue), config)
+    weights, log = (out / "model" / "model.safetensors").read_bytes(), (out / "log.jsonl").read_text()
+    again = finetune(str(teacher), "sst2", out, str(glue), config, resume=True)
+    assert first["steps"] == again["steps"] == 6
+    assert again["dev"] == pytest.approx(first["dev"])
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert (out / "log.jsonl").read_text() == log
+
+
 def test_resume_nonfinite_loss_stops_naming_the_step(tiny, tmp_path):
     teacher, glue = tiny
     out = tmp_path / "nan"

@@ -113,7 +113,10 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     :func:`xtc.data.load_custom_task` or :func:`xtc.data.load_token_task`);
     ``task`` is then ignored (pass None) and no GLUE file is read. Same for the other stages.
     ``output_dir`` holding a finished stage is replaced only with ``overwrite``, an unfinished one
-    continued only with ``resume``; every input is checked before anything is written."""
+    continued only with ``resume``; every input is checked before anything is written. ``resume`` on a
+    finished stage returns its summary and leaves the folder as it is (restarted at its last checkpoint,
+    the Trainer would evaluate and save again, and step once past the end when the budget ends inside
+    an epoch)."""
     task, examples = _with_data(task, data)
     output_dir = Path(output_dir)
     quiet_library_bars()
@@ -122,6 +125,8 @@ def finetune(model: str, task: str | TaskSpec | None, output_dir: str | Path, gl
     # any classifier fine-tunes; it must exist and be readable
     check_stage_inputs(model, "model", task, glue_dir, train_file, data, supported_only=False)
     check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
+    if resume and not overwrite and (done := _stage_done(output_dir)):
+        return done
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(model)
     net = load_model(model, task)
@@ -151,6 +156,8 @@ def distill(teacher: str, task: str | TaskSpec | None, output_dir: str | Path, g
     check_stage_inputs(teacher, "teacher", task, glue_dir, train_file, data, layers=layers, quant=quant,
                        student=student)
     check_run_folder(output_dir, resume, overwrite, done_marker="stage.json")
+    if resume and not overwrite and (done := _stage_done(output_dir)):
+        return done
     torch.manual_seed(config.seed)
     tokenizer = teacher_tokenizer = load_tokenizer(teacher)
     student_tokenizer = load_tokenizer(student) if student is not None else None
