@@ -174,6 +174,12 @@ def reduced_final(out: Path) -> dict | None:
     return curve[-1] if curve else None
 
 
+def reused_from(out: Path) -> str | None:
+    """The row whose finished FP32 reduced stage this run copied, or None when it trained its own."""
+    mark = out / "reduced" / "copied_from.txt"
+    return mark.read_text().strip() if mark.exists() else None
+
+
 def with_corpus(recipe, tasks: tuple[str, ...], glue_dir):
     """``recipe`` training on the default corpus plus the training sentences of ``tasks`` (a file under
     runs/), for as many steps as its epochs take on the default corpus, the warm-up as many steps too."""
@@ -249,6 +255,7 @@ def run_row(name: str, seed: int, args) -> dict:
         out.mkdir(parents=True)
         (out / "config.yaml").write_text(recipe.to_yaml())  # an unfinished run of this recipe, to resume
         shutil.copytree(source, out / "reduced", ignore=shutil.ignore_patterns("checkpoints"))
+        (out / "reduced" / "copied_from.txt").write_text(f"{row.reuse_reduced}\n")
     results = xtc.compress(recipe, out, resume=out.exists())
     file = out / "packed" / "model.xtc.safetensors"
     if not file.exists():
@@ -267,7 +274,8 @@ def run_row(name: str, seed: int, args) -> dict:
             "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16, "weight_groups": recipe.quant.groups,
             "learning_rate": recipe.qat.learning_rate, "latent_lr_scale": recipe.qat.latent_lr_scale,
             "warmup_epochs": recipe.qat.warmup_epochs,
-            "reduced_stage_from": row.reuse_reduced, "reduced_final": reduced_final(out),
+            # the row whose reduced stage was copied; None when this run trained its own (no such run folder)
+            "reduced_stage_from": reused_from(out), "reduced_final": reduced_final(out),
             "file_bytes": file.stat().st_size,
             "file": "model.xtc.safetensors (packed, default options)"}
 
