@@ -30,6 +30,8 @@ Rows:
                    (recipes/embedding-mpnet-6l-w1a8-4ep.yaml)
   mpnet_6l_w1a8_4ep_bf16_emb30_we2_att01_row   that row's copy and settings with a 2-bit word embedding
                    and one weight scale per output row (recipes/embedding-mpnet-6l-w1a8-we2.yaml)
+  mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2   the same with a binary word embedding and the FFN's
+                   up-projections at 2 bits (ternary) instead, every other linear binary
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
@@ -140,6 +142,16 @@ ROWS = {
                                                       qat=(("bf16", True), ("epochs", 4.0), ("eval_steps", 479),
                                                            ("warmup_epochs", 0.67)),
                                                       reuse_reduced="mpnet_6l_w1a8_4ep_bf16_emb30_att01"),
+    # the bytes of the ternary word embedding spent on the FFN's up-projections instead (module_bits):
+    # untrained, binarizing the 6-layer copy's up-projections alone costs 21.3 points of STS-B, ternary
+    # ones 5.3; the attention 10.2 and 5.3, the down-projections 15.7 and 15.6 (the same 14.2 M weights
+    # each; python benchmarks/embedding_sensitivity.py). Word embedding binary: a 10.5 MB file
+    "mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2": Row("mpnet", "embedding-mpnet-6l-w1a8", emb_weight=30.0,
+                                                       att_weight=0.1,
+                                                       quant=(("groups", "row"), ("module_bits", {"intermediate": 2})),
+                                                       qat=(("bf16", True), ("epochs", 4.0), ("eval_steps", 479),
+                                                            ("warmup_epochs", 0.67)),
+                                                       reuse_reduced="mpnet_6l_w1a8_4ep_bf16_emb30_we2_att01_row"),
 }
 
 

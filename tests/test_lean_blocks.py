@@ -24,9 +24,13 @@ def _packed(family, bits, folder):
                 "electra": (T.ElectraForSequenceClassification, T.ElectraConfig),
                 "mpnet": (T.MPNetForSequenceClassification, T.MPNetConfig)}[family]
     model = cls(cfg(**COMMON)).eval()
-    xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits))
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=bits) if bits != "mixed" else MIXED)
     save_packed(model, folder)
     return load_packed(folder)
+
+
+# mixed precision: ternary attention, binary FFN, except block 1's ternary FFN up-projection
+MIXED = xtc.XTCConfig(weight_bits=1, groups="row", module_bits={"attention": 2, "1.intermediate": 2})
 
 
 def _inputs():
@@ -43,7 +47,7 @@ def _blocks(model):  # the blocks on the lean forward (MPNet's encoder has a swi
 
 
 @pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("roberta", 1), ("electra", 2), ("mpnet", 1),
-                                         ("mpnet", 2)])
+                                         ("mpnet", 2), ("bert", "mixed"), ("mpnet", "mixed")])
 def test_lean_blocks_equal_transformers_blocks(tmp_path, family, bits):
     model = _packed(family, bits, tmp_path)
     assert len(_blocks(model)) == 2  # load_packed switched every block on
@@ -112,7 +116,7 @@ def test_switching_off_and_on_is_idempotent_and_the_state_dict_is_unchanged(tmp_
 
 
 @pytest.mark.skipif(not kernels.float_ops(16), reason="xtc's float kernels need an AVX-512 (or AMX) host")
-@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("mpnet", 1)])
+@pytest.mark.parametrize("family,bits", [("bert", 1), ("bert", 2), ("mpnet", 1), ("mpnet", "mixed")])
 def test_one_call_block_equals_the_kernels_op_by_op(tmp_path, family, bits):
     # kernels.encoder_block runs a whole block in C++; it must give the bits of the same kernels
     # called one by one from Python (the lean forward's float-kernel path before it existed)

@@ -127,6 +127,27 @@ def test_word_embedding_keeps_its_own_bits_beside_binary_linears(tmp_path):
     assert save_packed(binary, tmp_path / "binary").stat().st_size < path.stat().st_size
 
 
+def test_mixed_precision_linears_pack_each_at_its_own_width(tmp_path):
+    # module_bits: ternary attention and block 1's FFN up-projection beside binary linears, one file
+    model = tiny_classifier()
+    xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, groups="row", module_bits={"attention": 2, "1.intermediate": 2}))
+    inputs = batch()
+    ref = logits(model, inputs)
+    path = save_packed(model, tmp_path / "mixed", fp_dtype="fp32")
+    entries, _, _ = fmt.read(path)
+    kinds = {name: e["kind"] for name, e in entries.items() if e.get("role") == "linear"}
+    ternary = {n for n, k in kinds.items() if k == "ternary"}
+    assert ternary == ({f"bert.encoder.layer.{i}.attention.{p}.weight" for i in (0, 1)
+                        for p in ("self.query", "self.key", "self.value", "output.dense")}
+                       | {"bert.encoder.layer.1.intermediate.dense.weight"})
+    assert len(kinds) - len(ternary) == 3  # block 0's FFN and block 1's down-projection stay binary
+    packed = load_packed(path)
+    torch.testing.assert_close(logits(packed, inputs), ref, rtol=0, atol=1e-5)
+    uniform = tiny_classifier()
+    xtc.quantize_(uniform, xtc.XTCConfig(weight_bits=1, groups="row"))
+    assert save_packed(uniform, tmp_path / "binary").stat().st_size < path.stat().st_size
+
+
 def test_sub_row_groups_and_float_activations_use_the_torch_path(tmp_path):
     model = tiny_classifier()
     xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, groups=128, activation_bits=None))  # 128 groups > 64 rows

@@ -5,6 +5,7 @@ from torch import nn
 
 import xtc
 from xtc.modules import QuantEmbedding, QuantLinear
+from xtc.errors import ConfigError
 from xtc.surgery import UnsupportedModelError, quantized_modules
 
 
@@ -61,6 +62,32 @@ def test_embedding_bits_survive_a_quantized_checkpoint(tmp_path):
     model.save_pretrained(tmp_path)
     emb = xtc.load_quantized(tmp_path).get_input_embeddings()
     assert isinstance(emb, QuantEmbedding) and (emb.weight_bits, emb.weight_scheme) == (2, "ternary")
+
+
+def test_module_bits_give_the_named_linears_their_own_bits_and_survive_a_checkpoint(tmp_path):
+    model = tiny_bert(layers=2)
+    config = xtc.XTCConfig(weight_bits=1, module_bits={"attention": 2, "0.attention.self.query": 1, "1.output": 2})
+    xtc.quantize_(model, config)
+    bits = {n: (m.weight_bits, m.weight_scheme) for n, m in quantized_modules(model).items() if isinstance(m, QuantLinear)}
+    layer = "bert.encoder.layer"
+    assert bits[f"{layer}.0.attention.self.query"] == (1, "binary")  # the longest pattern wins
+    assert bits[f"{layer}.0.attention.self.key"] == bits[f"{layer}.1.attention.output.dense"] == (2, "ternary")
+    assert bits[f"{layer}.0.output.dense"] == bits[f"{layer}.1.intermediate.dense"] == (1, "binary")
+    assert bits[f"{layer}.1.output.dense"] == (2, "ternary")  # "1.output": block 1's FFN down only
+    model.save_pretrained(tmp_path)
+    loaded = xtc.load_quantized(tmp_path)
+    assert {n: (m.weight_bits, m.weight_scheme) for n, m in quantized_modules(loaded).items()
+            if isinstance(m, QuantLinear)} == bits
+
+
+@pytest.mark.parametrize("module_bits,msg", [({"atention": 2}, "match no quantized linear"),
+                                             ({"attention": 0}, "module_bits"), ({"": 2}, "module_bits"),
+                                             ({"attention": "2"}, "must be a whole number")])
+def test_bad_module_bits_are_refused_before_the_model_changes(module_bits, msg):
+    model = tiny_bert(layers=1)
+    with pytest.raises(ConfigError, match=msg):
+        xtc.quantize_(model, xtc.XTCConfig(weight_bits=1, module_bits=module_bits))
+    assert not quantized_modules(model)  # nothing was half-quantized
 
 
 def test_row_groups_give_each_linear_one_scale_per_output_row(tmp_path):

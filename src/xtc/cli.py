@@ -65,6 +65,10 @@ OPTIONS: dict[str, Opt] = {
     "embedding_bits": Opt(Optional[int], None, "bits of the word embedding when they differ from --weight-bits "
                                                "(e.g. 2 beside binary linears: a bigger file, no slower)",
                           show_default="--weight-bits"),
+    "module_bits": Opt(Optional[str], None, "other bits for some linears, NAME=BITS,...: a path inside a block "
+                                            "or its prefix, optionally after a block index (attention=2 keeps "
+                                            "attention ternary; 1.intermediate=2 block 1's FFN up-projection)",
+                       show_default="none"),
     "latent_lr_scale": Opt(Optional[float], None, "learning rate of the quantized latent weights as a multiple of "
                                                   "--lr (1 = the paper's single rate)",
                            show_default=f"{_QAT.latent_lr_scale:g}"),
@@ -122,7 +126,8 @@ OPTIONS: dict[str, Opt] = {
     "overwrite": Opt(bool, False, "replace what is already in the output folder"),
 }
 WHAT = ("model", "task", "glue_dir", "teacher", "layers", "student", "augment")
-QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "embedding_bits", "latent_lr_scale")
+QUANT = ("weight_bits", "weight_scheme", "groups", "activation_bits", "embedding_bits", "module_bits",
+         "latent_lr_scale")
 TRAINING = ("epochs", "lr", "batch_size", "max_steps", "eval_steps", "max_length", "seed", "warmup_epochs",
             "max_warmup_fraction",
             "group_by_length", "select_on", "average_last", "ternary_first", "bf16")
@@ -250,6 +255,10 @@ def _exportable(quant) -> None:
     if quant is not None and not quant.packable:
         from .quantizers import packable_schemes
 
+        unpackable = {p: b for p, b in quant.module_bits.items() if b not in PACKABLE_WEIGHT_BITS}
+        if unpackable:
+            raise ConfigError(f"module_bits {unpackable} cannot be exported to the packed format, which holds "
+                              f"{' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit weights; use 1 or 2 there")
         if quant.linears_packable:
             raise ConfigError(f"a {quant.word_embedding_bits}-bit word embedding cannot be exported to the packed "
                               f"format, which holds {' and '.join(map(str, PACKABLE_WEIGHT_BITS))}-bit ones; use "

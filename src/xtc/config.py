@@ -32,6 +32,12 @@ def _packs(bits: int, scheme: str) -> bool:
     return bits in PACKABLE_WEIGHT_BITS and scheme_codes(scheme) is not None
 
 
+def module_path_matches(pattern: str, block_index: int, path: str) -> bool:
+    """Whether a ``module_bits`` pattern names the linear at ``path`` inside block ``block_index``: the path
+    itself or a prefix of it ending at a dot, either one optionally after the block index."""
+    return any(q == pattern or q.startswith(pattern + ".") for q in (path, f"{block_index}.{path}"))
+
+
 def _number(owner: str, name: str, value, *, low=None, high=None, low_open=False, integer=False,
             fix: str = "") -> None:
     """Refuse a value that is not a number in [low, high] (``low_open``: low itself excluded)."""
@@ -71,6 +77,13 @@ class XTCConfig:
         None = ``weight_bits`` (the paper's). Its scheme is XTC's for those bits.
     modules: names of linears (last name component, e.g. "query") to quantize; empty = every
         linear inside the transformer blocks.
+    module_bits: other bits for some linears (mixed precision), ``{pattern: bits}``. A pattern names a
+        linear by its path inside its transformer block, or a prefix of that path ending at a dot:
+        ``"attention"`` matches every attention projection (BERT's ``attention.self.query``, MPNet's
+        ``attention.attn.q``), ``"intermediate"`` the FFN's up-projection; a leading block index
+        narrows it to one block (``"0.intermediate"``). The most specific pattern (the longest)
+        wins. Those linears use XTC's scheme for their bits and the same groups; e.g. ``{"attention":
+        2}`` keeps attention ternary beside binary FFNs. Empty = every linear at ``weight_bits``.
     """
 
     weight_bits: int = 1
@@ -80,6 +93,7 @@ class XTCConfig:
     embedding_bits: Optional[int] = None
     weight_scheme: Optional[str] = None
     modules: tuple[str, ...] = field(default_factory=tuple)
+    module_bits: dict = field(default_factory=dict)
 
     def __post_init__(self):
         owner = "quantization"
@@ -102,6 +116,16 @@ class XTCConfig:
                 raise ConfigError(f"quantization: embedding_bits={self.embedding_bits} asks for a quantized word "
                                   "embedding, but quantize_embeddings is false; drop one of the two")
         object.__setattr__(self, "modules", tuple(self.modules))
+        if not isinstance(self.module_bits, dict):
+            raise ConfigError(f"quantization: module_bits must map linear names to bits, e.g. {{'attention': 2}}, "
+                              f"got {self.module_bits!r}")
+        for pattern, bits in self.module_bits.items():
+            if not isinstance(pattern, str) or not pattern.strip(". ") or pattern != pattern.strip():
+                raise ConfigError(f"quantization: module_bits has the name {pattern!r}; name linears by their path "
+                                  "inside a block, e.g. 'attention' or '0.intermediate.dense'")
+            _number(owner, f"module_bits[{pattern!r}]", bits, low=1, high=16, integer=True,
+                    fix=" (1 = binary, 2 = ternary)")
+        object.__setattr__(self, "module_bits", dict(self.module_bits))
         if self.weight_scheme is not None:  # XTC's own scheme for the bits always fits them
             from .quantizers import check_scheme_bits  # imports torch: only for a named scheme
 
@@ -138,7 +162,19 @@ class XTCConfig:
     @property
     def linears_packable(self) -> bool:
         """Whether the packed format holds the linears' weights (the word embedding aside)."""
-        return _packs(self.weight_bits, self.scheme)
+        return _packs(self.weight_bits, self.scheme) and all(
+            _packs(bits, _XTC_SCHEMES.get(bits, "symmetric")) for bits in self.module_bits.values())
+
+    def bits_for(self, block_index: int, name: str) -> tuple[int, str]:
+        """(bits, scheme) of the linear at path ``name`` inside transformer block ``block_index``:
+        the longest ``module_bits`` pattern that matches it, else ``weight_bits`` and ``scheme``."""
+        hits = [p for p in self.module_bits if module_path_matches(p, block_index, name)]
+        if not hits:
+            return self.weight_bits, self.scheme
+        bits = self.module_bits[max(hits, key=len)]
+        if bits == self.weight_bits:
+            return bits, self.scheme
+        return bits, _XTC_SCHEMES.get(bits, "symmetric")
 
     def groups_for(self, linear) -> int:
         """The number of scale groups of ``linear``'s weight under this config."""
@@ -147,6 +183,7 @@ class XTCConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["modules"] = list(self.modules)
+        d["module_bits"] = dict(self.module_bits)
         return d
 
     def canonical(self) -> dict:

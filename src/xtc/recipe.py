@@ -164,7 +164,8 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch
                  "group_by_length": "group_by_length", "select_on": "select_on",
                  "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
-                 "activation_bits": "activation_bits", "embedding_bits": "embedding_bits"}
+                 "activation_bits": "activation_bits", "embedding_bits": "embedding_bits",
+                 "module_bits": "module_bits"}
 HUB = "hub"  # --glue-dir hub: read GLUE from the hub even where a recipe names a local folder
 # the natural width of the schemes that have one: --weight-scheme absmean needs no --weight-bits
 _SCHEME_BITS = {"binary": 1, "ternary": 2, "absmean": 2}
@@ -183,6 +184,20 @@ def parse_groups(groups) -> int | str:
                           f"got {groups!r}") from None
 
 
+def parse_module_bits(text) -> dict:
+    """``"attention=2,1.intermediate=2"`` -> ``{"attention": 2, "1.intermediate": 2}`` (a mapping passes as is)."""
+    if isinstance(text, dict):
+        return text
+    out = {}
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        name, sep, bits = item.partition("=")
+        if not sep or not name.strip() or not bits.strip().isdigit():
+            raise ConfigError(f"--module-bits takes NAME=BITS pairs separated by commas, e.g. attention=2 or "
+                              f"attention=2,1.intermediate=2; got {item!r}")
+        out[name.strip()] = int(bits)
+    return out
+
+
 def train_config(base: TrainConfig, options: dict, **extra) -> TrainConfig:
     """``base`` with the training options that were given (and ``extra`` fields) replaced."""
     changes = {field_name: options.get(opt) for opt, field_name in TRAIN_OPTIONS.items()}
@@ -198,6 +213,8 @@ def quant_config(base: Optional[XTCConfig], options: dict) -> Optional[XTCConfig
         return base
     if "groups" in given:
         given["groups"] = parse_groups(given["groups"])
+    if "module_bits" in given:
+        given["module_bits"] = parse_module_bits(given["module_bits"])
     if "activation_bits" in given and given["activation_bits"] == 0:
         given["activation_bits"] = None
     if "weight_scheme" in given and "weight_bits" not in given:

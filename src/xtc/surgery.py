@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from .config import ROW_GROUPS, XTC_CONFIG_NAME, XTCConfig  # noqa: F401  (XTCConfig: xtc.surgery.XTCConfig)
+from .config import ROW_GROUPS, XTC_CONFIG_NAME, XTCConfig, module_path_matches  # noqa: F401  (XTCConfig: xtc.surgery.XTCConfig)
 from .errors import ConfigError, ModelLoadError, UnsupportedModelError  # noqa: F401  (re-exported: raised here, defined there)
 from .modules import QuantEmbedding, QuantLinear
 
@@ -82,12 +82,22 @@ def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
         raise ConfigError(f"the model is already quantized ({previous or 'by xtc'}); quantize a fresh copy of the "
                           f"full-precision model with {config}")
     layers = find_layers(model)
-    for block in layers:
-        for parent in list(block.modules()):
+    plan = []  # (parent, name, linear, block index, path): checked whole before the model is touched
+    for index, block in enumerate(layers):
+        for path, parent in list(block.named_modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear and (not config.modules or name in config.modules):
-                    setattr(parent, name, QuantLinear(child, config.weight_bits, config.scheme,
-                                                      config.groups_for(child), config.activation_bits))
+                    plan.append((parent, name, child, index, f"{path}.{name}" if path else name))
+    unmatched = sorted(p for p in config.module_bits
+                       if not any(module_path_matches(p, index, path) for *_, index, path in plan))
+    if unmatched:  # a misspelt name would silently leave those linears at weight_bits
+        names = [path for *_, index, path in plan if index == 0]
+        raise ConfigError(f"module_bits names {unmatched}, which match no quantized linear; the linears of block 0 "
+                          f"are {names} (a pattern is such a path, a prefix of one ending at a dot, or either "
+                          "after a block index, e.g. '0.attention')")
+    for parent, name, child, index, path in plan:
+        bits, scheme = config.bits_for(index, path)
+        setattr(parent, name, QuantLinear(child, bits, scheme, config.groups_for(child), config.activation_bits))
     if config.quantize_embeddings:
         emb = model.get_input_embeddings()
         if type(emb) is nn.Embedding:
