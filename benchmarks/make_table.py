@@ -421,7 +421,9 @@ def embedding_table() -> str:
             if r["weight_bits"] == 32:
                 return "FP32"
             emb = r.get("embedding_bits")
-            return (f"W{r['weight_bits']}A8" + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
+            mixed = ", ".join(f"{name} {bits}-bit" for name, bits in (r.get("module_bits") or {}).items())
+            return (f"W{r['weight_bits']}A8" + (f", {mixed}" if mixed else "")
+                    + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
                     + (", row scales" if r.get("weight_groups") == "row" else ""))
 
         rate = speed.get(owner.get(r["row"], ("", "")))

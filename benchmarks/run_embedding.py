@@ -275,7 +275,7 @@ def run_row(name: str, seed: int, args) -> dict:
     best, curve = best_and_curve(out / "quantized" / "log.jsonl")
     corpus = " + ".join(("default corpus",) + row.extra_corpus) if row.extra_corpus or not args.train_file else None
     return {**common, "weight_bits": recipe.quant.weight_bits, "activation_bits": recipe.quant.activation_bits,
-            "embedding_bits": recipe.quant.word_embedding_bits,
+            "embedding_bits": recipe.quant.word_embedding_bits, "module_bits": recipe.quant.module_bits,
             "layers": results["num_layers"] or (6 if row.family == "minilm" else 12), "copied_layers": recipe.layers,
             "recipe": f"recipes/{row.recipe}.yaml", "epochs": results["epochs"], "steps": results["steps"],
             "train_wall_s": results["train_wall_s"], "sentences": corpus,

@@ -68,6 +68,30 @@ def _set_layers(model: nn.Module, new_layers: nn.ModuleList) -> None:
                 return
 
 
+def block_linears(layers: nn.ModuleList, config: XTCConfig) -> list[tuple]:
+    """``(parent, name, linear, block index, path inside the block)`` of every linear ``config`` quantizes."""
+    plan = []
+    for index, block in enumerate(layers):
+        for path, parent in list(block.named_modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear and (not config.modules or name in config.modules):
+                    plan.append((parent, name, child, index, f"{path}.{name}" if path else name))
+    return plan
+
+
+def check_module_bits(config: XTCConfig, plan: list[tuple]) -> None:
+    """Refuse a ``module_bits`` name that matches none of the linears of ``plan`` (from :func:`block_linears`):
+    a misspelt name would silently leave those linears at ``weight_bits``."""
+    unmatched = sorted(p for p in config.module_bits
+                       if not any(module_path_matches(p, index, path) for *_, index, path in plan))
+    if unmatched:
+        blocks = len({index for *_, index, _ in plan})
+        names = [path for *_, index, path in plan if index == 0]
+        raise ConfigError(f"module_bits names {unmatched}, which match no quantized linear of the model's {blocks} "
+                          f"blocks; the linears of block 0 are {names} (a name is such a path, a prefix of one "
+                          "ending at a dot, or either after a block index counted from 0, e.g. '0.attention')")
+
+
 def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
     """Replace, in place, the linears of every transformer block (and the word embedding) by
     quantization-aware modules that keep the latent weights. Returns ``model`` for chaining.
@@ -81,20 +105,8 @@ def quantize_(model: nn.Module, config: XTCConfig) -> nn.Module:
             return model
         raise ConfigError(f"the model is already quantized ({previous or 'by xtc'}); quantize a fresh copy of the "
                           f"full-precision model with {config}")
-    layers = find_layers(model)
-    plan = []  # (parent, name, linear, block index, path): checked whole before the model is touched
-    for index, block in enumerate(layers):
-        for path, parent in list(block.named_modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear and (not config.modules or name in config.modules):
-                    plan.append((parent, name, child, index, f"{path}.{name}" if path else name))
-    unmatched = sorted(p for p in config.module_bits
-                       if not any(module_path_matches(p, index, path) for *_, index, path in plan))
-    if unmatched:  # a misspelt name would silently leave those linears at weight_bits
-        names = [path for *_, index, path in plan if index == 0]
-        raise ConfigError(f"module_bits names {unmatched}, which match no quantized linear; the linears of block 0 "
-                          f"are {names} (a pattern is such a path, a prefix of one ending at a dot, or either "
-                          "after a block index, e.g. '0.attention')")
+    plan = block_linears(find_layers(model), config)
+    check_module_bits(config, plan)
     for parent, name, child, index, path in plan:
         bits, scheme = config.bits_for(index, path)
         setattr(parent, name, QuantLinear(child, bits, scheme, config.groups_for(child), config.activation_bits))

@@ -30,20 +30,26 @@ def check_layers(layers: Optional[Sequence[int]], num_layers: int, what: str = "
         raise ConfigError(f"{what} {','.join(map(str, layers))} repeats {repeated}; name each layer once")
 
 
-def check_groups(quant, config) -> None:
-    """An integer ``groups`` must divide every weight it will split; found on a weightless copy of the
-    architecture, so that a bad value fails now rather than after the teacher's fine-tuning."""
-    if quant is None or not isinstance(quant.groups, int) or quant.groups == 1:
+def check_quant_shapes(quant, config, num_blocks: Optional[int] = None) -> None:
+    """An integer ``groups`` must divide every weight it will split, and every ``module_bits`` name must
+    match a linear of the (first ``num_blocks``) blocks; found on a weightless copy of the architecture,
+    so that a bad value fails now rather than after the teacher's fine-tuning."""
+    splits = quant is not None and isinstance(quant.groups, int) and quant.groups != 1
+    if quant is None or not (splits or quant.module_bits):
         return
     import torch
     from torch import nn
     from transformers import AutoModel
 
-    from .surgery import find_layers
+    from .surgery import block_linears, check_module_bits, find_layers
 
     with torch.device("meta"):
         model = AutoModel.from_config(config)
-    shapes = {tuple(m.weight.shape) for m in find_layers(model).modules() if type(m) is nn.Linear}
+    layers = find_layers(model)
+    check_module_bits(quant, block_linears(layers[:num_blocks] if num_blocks else layers, quant))
+    if not splits:
+        return
+    shapes = {tuple(m.weight.shape) for m in layers.modules() if type(m) is nn.Linear}
     bad = sorted(s for s in shapes if (s[0] * s[1]) % quant.groups)
     if bad:
         raise ConfigError(f"quantization settings: groups={quant.groups} does not divide the linear weights of shape "
@@ -77,11 +83,13 @@ def check_stage_inputs(model: str, what: str, task, glue_dir, train_file=None, d
     (your own files are read and checked by their loader). Returns the model's config."""
     config = check_model(model, what, supported_only=supported_only)
     check_layers(layers, int(getattr(config, "num_hidden_layers")))
-    check_groups(quant, config)
     check_tokenizer_fits(load_tokenizer(model), config, f"{what} {model}")
     if student is not None:
         student_config = check_model(student, "student")
         check_tokenizer_fits(load_tokenizer(student), student_config, f"student {student}")
+        check_quant_shapes(quant, student_config)  # the student is what gets quantized
+    else:
+        check_quant_shapes(quant, config, len(layers) if layers else None)
     if data is None:
         check_data(task, glue_dir, train_file)
     return config
