@@ -410,8 +410,9 @@ def cell_label(key: str) -> str:
 
 def table(results: dict) -> str:
     """Markdown: per thread count and batch, the wall-clock median (and the ratio to FP32), then the
-    1-thread CPU-time medians (robust on a busy machine) with their ratio to FP32."""
-    lat = next(iter(results["models"].values()))["variants"]["fp32"]["latency"]
+    1-thread CPU-time medians (robust on a busy machine) with their ratio to FP32 (to FP32 MiniLM when
+    only that FP32 model was timed, e.g. ``--variants packed_student fp32_minilm``)."""
+    lat = next(iter(next(iter(results["models"].values()))["variants"].values()))["latency"]
     keys = list(lat)
     label = {k: cell_label(k) for k in keys}
     cpu_keys = [k for k in keys if lat[k].get("cpu_median_ms") is not None]
@@ -421,7 +422,7 @@ def table(results: dict) -> str:
     head += [f"{label[k]}: wall ms" for k in wall_keys] + [f"{label[k]}: CPU ms" for k in cpu_keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results["models"].items():
-        fp = r["variants"]["fp32"]
+        fp = r["variants"].get("fp32") or r["variants"].get("fp32_minilm")
         for v in VARIANTS:
             x = r["variants"].get(v)
             if x is None:
@@ -431,7 +432,7 @@ def table(results: dict) -> str:
                 row[3] = ""
             for k, field in [(k, "median_ms") for k in wall_keys] + [(k, "cpu_median_ms") for k in cpu_keys]:
                 ms = x["latency"][k][field]
-                row.append(f"{ms:.1f} ({ms / fp['latency'][k][field]:.2f})")
+                row.append(f"{ms:.1f}" + (f" ({ms / fp['latency'][k][field]:.2f})" if fp else ""))
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -25,6 +25,9 @@ TASK_ORDER = ["mrpc", "stsb", "rte", "cola", "sst2"]
 FP32_BYTES = {"minilm": 90_868_376, "mpnet": 437_971_872}
 ROW_ORDER = list(ROWS)
 
+# module_bits names as the tables spell them (BERT / MPNet layout)
+_LINEAR_PARTS = {"intermediate": "FFN up", "output": "FFN down"}
+
 
 def base_row(row: str) -> str:
     """The runner's row of a result row (rows chosen on held-out data carry a suffix: _sel-...)."""
@@ -421,7 +424,8 @@ def embedding_table() -> str:
             if r["weight_bits"] == 32:
                 return "FP32"
             emb = r.get("embedding_bits")
-            mixed = ", ".join(f"{name} {bits}-bit" for name, bits in (r.get("module_bits") or {}).items())
+            mixed = ", ".join(f"{_LINEAR_PARTS.get(name, name)} {bits}-bit"
+                              for name, bits in (r.get("module_bits") or {}).items())
             return (f"W{r['weight_bits']}A8" + (f", {mixed}" if mixed else "")
                     + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
                     + (", row scales" if r.get("weight_groups") == "row" else ""))

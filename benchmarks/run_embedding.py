@@ -31,7 +31,8 @@ Rows:
   mpnet_6l_w1a8_4ep_bf16_emb30_we2_att01_row   that row's copy and settings with a 2-bit word embedding
                    and one weight scale per output row (recipes/embedding-mpnet-6l-w1a8-we2.yaml)
   mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2   the same with a binary word embedding and the FFN's
-                   up-projections at 2 bits (ternary) instead, every other linear binary
+                   up-projections at 2 bits (ternary) instead, every other linear binary (module_bits;
+                   recipes/embedding-mpnet-6l-mixed.yaml)
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
