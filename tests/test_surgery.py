@@ -78,6 +78,8 @@ def test_module_bits_give_the_named_linears_their_own_bits_and_survive_a_checkpo
     loaded = xtc.load_quantized(tmp_path)
     assert {n: (m.weight_bits, m.weight_scheme) for n, m in quantized_modules(loaded).items()
             if isinstance(m, QuantLinear)} == bits
+    same = xtc.XTCConfig(weight_bits=1, module_bits={"1.output": 2, "attention": 2, "0.attention.self.query": 1})
+    assert same == config and hash(same) == hash(config) and len({config, xtc.XTCConfig()}) == 2  # still hashable
 
 
 @pytest.mark.parametrize("module_bits,msg", [({"atention": 2}, "match no quantized linear"),

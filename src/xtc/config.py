@@ -176,6 +176,9 @@ class XTCConfig:
             return bits, self.scheme
         return bits, _XTC_SCHEMES.get(bits, "symmetric")
 
+    def __hash__(self) -> int:  # module_bits is a dict: hash the config by its JSON form
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
     def groups_for(self, linear) -> int:
         """The number of scale groups of ``linear``'s weight under this config."""
         return linear.out_features if self.groups == ROW_GROUPS else self.groups
