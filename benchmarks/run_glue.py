@@ -34,6 +34,8 @@ pre-distilled model):
   6l_w1a8_warm10_pred10 6l_w1a8_warm10 with the KD prediction term weighted 10 instead of 1
   6l_w1a8_warm10_lr2    6l_w1a8_warm10 at twice the learning rate (1e-4 with the default --lr)
   6l_w1a8_warm10_hid10  6l_w1a8_warm10 with the KD hidden-state term weighted 10 instead of 1
+  6l_w1a8_warm10_row    6l_w1a8_warm10 with one weight scale per output row instead of one per matrix
+  6l_w1a8_warm10_lat30  6l_w1a8_warm10 with the latent weights' rate 30x the learning rate instead of 10x
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -147,6 +149,9 @@ ROWS: dict[str, Row] = {
     # one weight scale per output row on top of the default (at 9 epochs it gained 0.4 in both columns,
     # 6l_w1a8_long_row against 6l_w1a8_long; the file grows by 0.08 MB)
     "6l_w1a8_warm10_row": Row(bits=1, warmup=0.3, length_grouped=True, groups="row"),
+    # the latent weights' rate at 30x the learning rate instead of xtc's 10x: at 1x the 3-epoch binary
+    # students stalled and 10x made them learn (6l_w1a8_paper_lr); whether more flips help in 3 epochs
+    "6l_w1a8_warm10_lat30": Row(bits=1, warmup=0.3, length_grouped=True, latent_lr_scale=30.0),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
