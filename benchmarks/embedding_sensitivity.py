@@ -29,21 +29,17 @@ OUT = HERE / "results" / "embedding_sensitivity.json"
 def quantize_group(model, pattern: str | None, bits: int) -> int:
     """Swap the linears that ``pattern`` names (every block linear when None) for row-scaled ``bits``-bit
     quantization-aware ones with full-precision activations; returns how many weights that covers."""
-    from torch import nn
-
+    from xtc import XTCConfig
     from xtc.config import module_path_matches
     from xtc.modules import QuantLinear
     from xtc.quantizers import default_scheme
-    from xtc.surgery import find_layers
+    from xtc.surgery import block_linears, find_layers
 
     weights = 0
-    for index, block in enumerate(find_layers(model)):
-        for path, parent in list(block.named_modules()):
-            for name, child in list(parent.named_children()):
-                full = f"{path}.{name}" if path else name
-                if type(child) is nn.Linear and (pattern is None or module_path_matches(pattern, index, full)):
-                    setattr(parent, name, QuantLinear(child, bits, default_scheme(bits), child.out_features, None))
-                    weights += child.weight.numel()
+    for parent, name, child, index, path in block_linears(find_layers(model), XTCConfig()):
+        if pattern is None or module_path_matches(pattern, index, path):
+            setattr(parent, name, QuantLinear(child, bits, default_scheme(bits), child.out_features, None))
+            weights += child.weight.numel()
     return weights
 
 

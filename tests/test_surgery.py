@@ -4,8 +4,8 @@ from conftest import tiny_bert
 from torch import nn
 
 import xtc
-from xtc.modules import QuantEmbedding, QuantLinear
 from xtc.errors import ConfigError
+from xtc.modules import QuantEmbedding, QuantLinear
 from xtc.surgery import UnsupportedModelError, quantized_modules
 
 
