@@ -25,6 +25,11 @@ PACKABLE_WEIGHT_BITS = (1, 2)
 _XTC_SCHEMES = {1: "binary", 2: "ternary"}  # XTC's quantizer for 1 and 2 bits; "symmetric" above
 
 
+def _xtc_scheme(bits: int) -> str:
+    """XTC's weight quantizer for ``bits`` (without importing torch, unlike quantizers.default_scheme)."""
+    return _XTC_SCHEMES.get(bits, "symmetric")
+
+
 def _packs(bits: int, scheme: str) -> bool:
     """Whether the packed format holds weights of ``scheme`` at ``bits``."""
     from .quantizers import scheme_codes  # imports torch: only when asked
@@ -136,7 +141,7 @@ class XTCConfig:
         """The weight quantizer's name: ``weight_scheme``, or XTC's scheme for ``weight_bits``."""
         if self.weight_scheme:
             return self.weight_scheme
-        return _XTC_SCHEMES.get(self.weight_bits, "symmetric")
+        return _xtc_scheme(self.weight_bits)
 
     @property
     def word_embedding_bits(self) -> Optional[int]:
@@ -151,7 +156,7 @@ class XTCConfig:
         """The word embedding's quantizer: the linears' when it has their bits, else XTC's for its own."""
         if self.embedding_bits is None or self.embedding_bits == self.weight_bits:
             return self.scheme
-        return _XTC_SCHEMES.get(self.embedding_bits, "symmetric")
+        return _xtc_scheme(self.embedding_bits)
 
     @property
     def packable(self) -> bool:
@@ -163,7 +168,7 @@ class XTCConfig:
     def linears_packable(self) -> bool:
         """Whether the packed format holds the linears' weights (the word embedding aside)."""
         return _packs(self.weight_bits, self.scheme) and all(
-            _packs(bits, _XTC_SCHEMES.get(bits, "symmetric")) for bits in self.module_bits.values())
+            _packs(bits, _xtc_scheme(bits)) for bits in self.module_bits.values())
 
     def bits_for(self, block_index: int, name: str) -> tuple[int, str]:
         """(bits, scheme) of the linear at path ``name`` inside transformer block ``block_index``:
@@ -174,7 +179,7 @@ class XTCConfig:
         bits = self.module_bits[max(hits, key=len)]
         if bits == self.weight_bits:
             return bits, self.scheme
-        return bits, _XTC_SCHEMES.get(bits, "symmetric")
+        return bits, _xtc_scheme(bits)
 
     def __hash__(self) -> int:  # module_bits is a dict: hash the config by its JSON form
         return hash(json.dumps(self.to_dict(), sort_keys=True))
