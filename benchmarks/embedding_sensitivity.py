@@ -11,7 +11,8 @@ per byte; untrained, it is a proxy, not the trained student's loss.
     python benchmarks/run_embedding.py --rows mpnet_6l_w1a8_4ep_bf16_emb30_we2_att01_row --seeds 42
     python benchmarks/embedding_sensitivity.py runs/bench/embedding-mpnet_6l_w1a8_4ep_bf16_emb30_we2_att01_row-42/reduced/model
 
-Writes benchmarks/results/embedding_sensitivity.json (one entry per model folder).
+Writes benchmarks/results/embedding_sensitivity.json (one entry per model folder; a later call on the same
+folder, e.g. with ``--groups attention.attn.q attention.attn.k``, adds its readings to that entry).
 """
 
 from __future__ import annotations
@@ -77,9 +78,16 @@ def main() -> None:
         shown = str(args.model.resolve().relative_to(ROOT))
     except ValueError:
         shown = str(args.model)
+    command = f"python benchmarks/embedding_sensitivity.py {shown}"
+    if args.groups != parser.get_default("groups") or args.bits != parser.get_default("bits"):
+        command += f" --groups {' '.join(args.groups)} --bits {' '.join(map(str, args.bits))}"
+    # a later call on the same model adds its readings (a reading of the same group and bits is replaced)
+    entry = results.get(shown, {})
+    kept = [r for r in entry.get("readings", []) if (r["group"], r["bits"]) not in {(n["group"], n["bits"]) for n in readings}]
+    commands = [c for c in entry.get("commands", [entry["command"]] if "command" in entry else []) if c != command]
     results[shown] = {"model": shown, "cpu": _cpu_name(), "isa": " ".join(_isa()), "threads": torch.get_num_threads(),
-                      "command": f"python benchmarks/embedding_sensitivity.py {shown}",
-                      "weight_scales": "row", "activations": "full precision", "readings": readings}
+                      "commands": commands + [command],
+                      "weight_scales": "row", "activations": "full precision", "readings": kept + readings}
     OUT.write_text(json.dumps(results, indent=1) + "\n")
 
 
