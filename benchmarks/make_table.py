@@ -26,7 +26,10 @@ FP32_BYTES = {"minilm": 90_868_376, "mpnet": 437_971_872}
 ROW_ORDER = list(ROWS)
 
 # module_bits names as the tables spell them (BERT / MPNet layout)
-_LINEAR_PARTS = {"intermediate": "FFN up", "output": "FFN down"}
+_LINEAR_PARTS = {"intermediate": "FFN up", "output": "FFN down",
+                 **{f"attention.self.{n}": n for n in ("query", "key", "value")},
+                 **{f"attention.attn.{n[0]}": n for n in ("query", "key", "value")},
+                 "attention.output.dense": "attention output", "attention.attn.o": "attention output"}
 
 
 def base_row(row: str) -> str:
@@ -425,8 +428,10 @@ def embedding_table() -> str:
             if r["weight_bits"] == 32:
                 return "FP32"
             emb = r.get("embedding_bits")
-            mixed = ", ".join(f"{_LINEAR_PARTS.get(name, name)} {bits}-bit"
-                              for name, bits in (r.get("module_bits") or {}).items())
+            by_bits = defaultdict(list)  # {"intermediate": 2, "attention.attn.q": 2} -> "FFN up, query 2-bit"
+            for name, b in (r.get("module_bits") or {}).items():
+                by_bits[b].append(_LINEAR_PARTS.get(name, name))
+            mixed = ", ".join(f"{', '.join(names)} {b}-bit" for b, names in by_bits.items())
             return (f"W{r['weight_bits']}A8" + (f", {mixed}" if mixed else "")
                     + (f", word emb. {emb}-bit" if emb and emb != r["weight_bits"] else "")
                     + (", row scales" if r.get("weight_groups") == "row" else ""))
