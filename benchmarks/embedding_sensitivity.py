@@ -83,8 +83,10 @@ def main() -> None:
         command += f" --groups {' '.join(args.groups)} --bits {' '.join(map(str, args.bits))}"
     # a later call on the same model adds its readings (a reading of the same group and bits is replaced)
     entry = results.get(shown, {})
-    kept = [r for r in entry.get("readings", []) if (r["group"], r["bits"]) not in {(n["group"], n["bits"]) for n in readings}]
-    commands = [c for c in entry.get("commands", [entry["command"]] if "command" in entry else []) if c != command]
+    measured = {(r["group"], r["bits"]) for r in readings}
+    kept = [r for r in entry.get("readings", []) if (r["group"], r["bits"]) not in measured]
+    earlier = entry.get("commands", [entry["command"]] if "command" in entry else [])  # older files had one
+    commands = [c for c in earlier if c != command]
     results[shown] = {"model": shown, "cpu": _cpu_name(), "isa": " ".join(_isa()), "threads": torch.get_num_threads(),
                       "commands": commands + [command],
                       "weight_scales": "row", "activations": "full precision", "readings": kept + readings}

@@ -70,7 +70,7 @@ class Row:
     qat: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's QAT settings (TrainConfig)
     quant: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's quantization (QuantConfig)
     distill: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's KD loss (DistillConfig)
-    reduce: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's FP32 copy stage (TrainConfig)
+    reduce: tuple = ()  # an ablation: (field, value) pairs replacing the recipe's FP32 copy stage's settings
     # GLUE tasks whose training sentences join the default corpus; the budget stays the default corpus's
     # steps (same compute, fewer repeats of each sentence)
     extra_corpus: tuple[str, ...] = ()
