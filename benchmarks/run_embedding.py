@@ -35,6 +35,7 @@ Rows:
                    recipes/embedding-mpnet-6l-mixed.yaml)
   mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2_qkv2_copy1ep   ffn2 with the attention's query, key and
                    value projections ternary too, from its own FP32 copy trained a whole epoch (bf16)
+  ..._qkv2_copy1ep_drop0   the same from the same copy, the student's dropout off in the binary stage
   mpnet_6l_w1a8 / mpnet_5l_w1a8   layers [1,3,5,7,9,11] / [2,4,6,8,10] copied (FP32 KD stage), then binary
                    weights with KD from mpnet_fp32 (recipes/embedding-mpnet-6l-w1a8.yaml, -5l-)
 
@@ -165,6 +166,15 @@ ROWS = {
         quant=(("module_bits", {"intermediate": 2, "attention.attn.q": 2, "attention.attn.k": 2,
                                 "attention.attn.v": 2}),),
         reduce=(("epochs", 1.0), ("bf16", True), ("eval_steps", 479))),
+    # the same from the same FP32 copy with the student's dropout off while it learns its bits (TrainConfig
+    # dropout 0; the copy trained with the model's 0.1): the binary student distilled from a deterministic
+    # teacher underfits, and its end-of-budget curve still rises as the learning rate decays
+    "mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2_qkv2_copy1ep_drop0": Row(
+        "mpnet", "embedding-mpnet-6l-mixed",
+        quant=(("module_bits", {"intermediate": 2, "attention.attn.q": 2, "attention.attn.k": 2,
+                                "attention.attn.v": 2}),),
+        reduce=(("epochs", 1.0), ("bf16", True), ("eval_steps", 479)), qat=(("dropout", 0.0),),
+        reuse_reduced="mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2_qkv2_copy1ep"),
 }
 
 

@@ -299,3 +299,54 @@ def test_xtc_distill_trains_with_the_defaults_of_the_stage_compress_would_run(tm
     result = CliRunner().invoke(app, args + (["--weight-bits", bits] if bits else []))
     assert result.exit_code == 0, result.output
     assert seen["config"].max_warmup_fraction == cap
+
+
+def test_dropout_zero_makes_the_training_forward_deterministic_and_leaves_the_config_alone():
+    from xtc.train import set_dropout
+
+    model = tiny_bert(layers=2)
+    model.train()
+    ids = torch.randint(5, 100, (2, 12))
+    noisy = [model(input_ids=ids).logits for _ in range(2)]
+    assert not torch.equal(*noisy)  # dropout 0.1 (tiny_bert's) is live in train mode
+    assert set_dropout(model, 0.0) > 0
+    quiet = [model(input_ids=ids).logits for _ in range(2)]
+    assert torch.equal(*quiet)
+    assert model.config.hidden_dropout_prob > 0  # the saved model keeps its own value
+
+
+def test_the_stage_config_dropout_reaches_every_dropout_of_the_student_while_it_trains(tmp_path, monkeypatch):
+    import json
+
+    from xtc_tiny import make_tiny_glue, make_tiny_model
+
+    from xtc.pipeline import distill
+    from xtc.train import StepTimer
+
+    teacher = make_tiny_model(tmp_path / "t", layers=1)
+    glue = make_tiny_glue(tmp_path / "glue", n_train=24, n_dev=8)
+    seen = []
+    original = StepTimer.on_step_end
+
+    def record(self, args, state, control, model=None, **kwargs):
+        seen.append({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return original(self, args, state, control, model=model, **kwargs)
+
+    monkeypatch.setattr(StepTimer, "on_step_end", record)
+    for p, out in ((0.0, "off"), (None, "own")):
+        cfg = xtc.train.TrainConfig(max_steps=2, batch_size=4, warmup_epochs=0.0, select_on="last", dropout=p)
+        distill(str(teacher), "sst2", tmp_path / out, str(glue), quant=xtc.XTCConfig(weight_bits=1), config=cfg)
+    own = json.loads((teacher / "config.json").read_text())["hidden_dropout_prob"]
+    assert own > 0 and seen == [{0.0}, {0.0}, {own}, {own}]
+    saved = json.loads((tmp_path / "off" / "model" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == own
+
+
+@pytest.mark.parametrize("value, message", [(1.0, "below 1"), (-0.1, "dropout must be 0..1"), ("0", "a number")])
+def test_dropout_is_a_probability_below_one(value, message):
+    from xtc.errors import ConfigError
+    from xtc.train import TrainConfig
+
+    assert TrainConfig(dropout=0.0).dropout == 0.0 and TrainConfig().dropout is None
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(dropout=value)

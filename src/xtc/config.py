@@ -268,6 +268,12 @@ class TrainConfig:
     # skipped, so every reported or kept checkpoint is binary. 0 = binary throughout. Stages without
     # binary linears (an FP32 teacher or layer-reduction stage) ignore it.
     ternary_first: float = 0.0
+    # The student's dropout probability during this stage (every dropout of the model: embeddings,
+    # attention probabilities, hidden states); None keeps the model's own (0.1 for the BERT family).
+    # Dropout regularizes a model fitted to few labels; a binary student distilled from a
+    # deterministic teacher underfits rather than overfits, and dropout only adds noise to its targets'
+    # fit (benchmarks/README.md has what 0 does). The saved model keeps its configured value.
+    dropout: Optional[float] = None
 
     def __post_init__(self):
         self.check()
@@ -305,6 +311,11 @@ class TrainConfig:
             raise ConfigError(f"{owner}: ternary_first is the fraction of the steps trained ternary before the "
                               f"binary part; 1 leaves no binary part (use weight_bits=2 for a ternary model)")
         _flag(owner, "bf16", self.bf16)
+        if self.dropout is not None:
+            _number(owner, "dropout", self.dropout, low=0, high=1)
+            if self.dropout == 1:
+                raise ConfigError(f"{owner}: dropout is a probability below 1 (1 would drop everything); "
+                                  f"0 turns dropout off, None keeps the model's own")
         _number(owner, "seed", self.seed, integer=True, low=0)
         ok = self.select_on in ("dev", "last")
         if isinstance(self.select_on, str) and self.select_on.startswith("train:"):

@@ -162,7 +162,8 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch
                  "eval_steps": "eval_steps", "max_length": "max_length", "seed": "seed",
                  "warmup_epochs": "warmup_epochs", "max_warmup_fraction": "max_warmup_fraction",
                  "group_by_length": "group_by_length", "select_on": "select_on",
-                 "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first"}
+                 "average_last": "average_last", "bf16": "bf16", "ternary_first": "ternary_first",
+                 "dropout": "dropout"}
 QUANT_OPTIONS = {"weight_bits": "weight_bits", "weight_scheme": "weight_scheme", "groups": "groups",
                  "activation_bits": "activation_bits", "embedding_bits": "embedding_bits",
                  "module_bits": "module_bits"}

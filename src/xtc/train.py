@@ -313,6 +313,8 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StageProgress(stage or output_dir.name))
+    if config.dropout is not None:
+        set_dropout(model, config.dropout)
     if config.average_last > 0:
         trainer.add_callback(WeightAverage(config.average_last))
     # (stages without binary linears, e.g. the FP32 teacher of a recipe whose options set every stage, ignore it)
@@ -355,6 +357,17 @@ def train_stage(model, tokenizer, task: TaskSpec, train_set: TokenizedDataset,
         write_json_atomic(output_dir / "stage.json", summary)
     trainer.accelerator.wait_for_everyone()  # the next stage (every process) reads what was saved
     return summary
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> int:
+    """Set the probability of every dropout module of ``model`` to ``p`` (``TrainConfig.dropout``);
+    returns how many there were. The families xtc supports apply all their dropout (attention
+    probabilities included) through ``nn.Dropout`` modules, so this reaches every one; the model's
+    config keeps its own value, so a saved model trains with it again unless told otherwise."""
+    found = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in found:
+        m.p = p
+    return len(found)
 
 
 def _unprefixed(scores: dict, dev_splits: list[str]) -> dict:
