@@ -311,6 +311,7 @@ def run_row(name: str, seed: int, args) -> dict:
             "att_weight": recipe.distill.att_weight, "bf16": recipe.qat.bf16, "weight_groups": recipe.quant.groups,
             "learning_rate": recipe.qat.learning_rate, "latent_lr_scale": recipe.qat.latent_lr_scale,
             "warmup_epochs": recipe.qat.warmup_epochs,
+            "dropout": recipe.qat.dropout,  # the student's in the binary stage; None = the model's own (0.1)
             # the row whose reduced stage was copied; None when this run trained its own (no such run folder)
             "reduced_stage_from": reused_from(out), "reduced_final": reduced_final(out),
             "file_bytes": file.stat().st_size,
