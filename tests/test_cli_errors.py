@@ -130,6 +130,8 @@ CASES = [
     ("epochs-nan", _compress("--epochs", "nan"), None, ["epochs", "nan"]),
     ("warmup-negative", _compress("--warmup-epochs", "-1"), None, ["warmup_epochs"]),
     ("warmup-fraction-above-1", _compress("--max-warmup-fraction", "1.5"), None, ["max_warmup_fraction", "1.5"]),
+    ("dropout-one", _compress("--dropout", "1"), None, ["dropout", "below 1"]),
+    ("dropout-negative", _distill("--dropout", "-0.5"), None, ["dropout", "-0.5"]),
     ("eval-steps-0", _compress("--eval-steps", "0"), None, ["eval_steps"]),
     ("max-length-1", _compress("--max-length", "1"), None, ["max_length", "2..8192"]),
     ("seed-negative", _compress("--seed", "-5"), None, ["seed", "-5"]),
