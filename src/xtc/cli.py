@@ -102,8 +102,8 @@ OPTIONS: dict[str, Opt] = {
                                                 "fraction of the steps, then binary (progressive bit reduction; "
                                                 "other stages ignore it)",
                          show_default="0 = off"),
-    "dropout": Opt(Optional[float], None, "the student's dropout probability while it trains (0 = off); "
-                                          "the saved model keeps its own", show_default="the model's own"),
+    "dropout": Opt(Optional[float], None, "dropout probability of the model being trained, in every stage "
+                                          "(0 = off); the saved model keeps its own", show_default="the model's own"),
     "bf16": Opt(Optional[bool], None, "train under bfloat16 autocast (about 1.5x faster steps on CPUs with AMX; "
                                       "weights and evaluation stay FP32)", ("--bf16/--fp32-training",),
                 show_default="--fp32-training"),

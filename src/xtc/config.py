@@ -270,9 +270,9 @@ class TrainConfig:
     ternary_first: float = 0.0
     # The student's dropout probability during this stage (every dropout of the model: embeddings,
     # attention probabilities, hidden states); None keeps the model's own (0.1 for the BERT family).
-    # Dropout regularizes a model fitted to few labels; a binary student distilled from a
-    # deterministic teacher underfits rather than overfits, and dropout only adds noise to its targets'
-    # fit (benchmarks/README.md has what 0 does). The saved model keeps its configured value.
+    # Dropout guards a model fitted to few labels against overfitting; a binary student distilled from
+    # a deterministic teacher is held back by its 1-bit weights rather than by overfitting, so dropout
+    # may only blur its fit (benchmarks/README.md has what 0 measured). The saved model keeps its own.
     dropout: Optional[float] = None
 
     def __post_init__(self):
