@@ -37,6 +37,8 @@ pre-distilled model):
   6l_w1a8_warm10_row    6l_w1a8_warm10 with one weight scale per output row instead of one per matrix
   6l_w1a8_warm10_lat30  6l_w1a8_warm10 with the latent weights' rate 30x the learning rate instead of 10x
   6l_w1a8_warm10_drop0  6l_w1a8_warm10 with the student's dropout off while it distils (--dropout 0)
+  6l_w2a8_warm10 / 6l_w2a8_warm10_drop0   the same two for a ternary student (xtc's defaults for it,
+                        with and without the student's dropout)
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -157,6 +159,9 @@ ROWS: dict[str, Row] = {
     # the student's dropout off while it distils (the model's 0.1 otherwise): the 1-bit MPNet embedder
     # distilled without dropout was 0.9 and 2.5 points ahead after its first two evaluations
     "6l_w1a8_warm10_drop0": Row(bits=1, warmup=0.3, length_grouped=True, dropout=0.0),
+    # the same for a ternary student: whether its dropout is worth keeping (the screen above is binary only)
+    "6l_w2a8_warm10": Row(bits=2, warmup=0.3, length_grouped=True),
+    "6l_w2a8_warm10_drop0": Row(bits=2, warmup=0.3, length_grouped=True, dropout=0.0),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
