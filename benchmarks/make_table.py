@@ -210,8 +210,9 @@ def plot(cells: dict) -> None:
 SUMMARY = [
     ("MiniLM-L6, ternary, 9 epochs", "6l_w2a8_long", "inference.json", "minilm", "packed_w2a8"),
     ("MiniLM-L6, binary row-wise, 18 epochs", "6l_w1a8_xlong_row", "inference.json", "minilm", "packed_w1a8"),
-    ("MiniLM-L6, binary, 3 epochs, xtc's defaults", "6l_w1a8_warm10", "inference.json", "minilm", "packed_w1a8"),
-    ("MiniLM-L6, binary, 3 epochs, the paper's warm-up", "6l_w1a8", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6, binary, 3 epochs, xtc's defaults", "6l_w1a8_warm10_drop0", "inference.json", "minilm", "packed_w1a8"),
+    ("MiniLM-L6, binary, 3 epochs, the paper's warm-up and dropout", "6l_w1a8", "inference.json", "minilm",
+     "packed_w1a8"),
     ("MiniLM-L6 -> 3 layers, binary, 3 epochs", "3l_w1a8", None, None, None),
     ("MPNet-base (BERT-base size), 12 layers, binary", "mpnet_12l_w1a8", None, None, None),
     ("MPNet-base -> 5 layers, binary", "mpnet_5l_w1a8", "inference_mpnet.json", "mpnet", "packed_student"),

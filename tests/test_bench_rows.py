@@ -47,6 +47,7 @@ def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
         assert recipe.qat.learning_rate == recipe.reduce.learning_rate == 5e-5  # the runner's --lr default
         assert recipe.finetune.epochs == recipe.qat.epochs == run_glue.DEFAULT_EPOCHS * row.epochs
         assert recipe.qat.group_by_length == row.length_grouped
+        assert recipe.qat.dropout == row.dropout, name  # the rows trained with the model's own dropout
 
 
 def test_rows_name_their_teacher_and_start(run_glue):

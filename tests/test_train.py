@@ -350,3 +350,14 @@ def test_dropout_is_a_probability_below_one(value, message):
     assert TrainConfig(dropout=0.0).dropout == 0.0 and TrainConfig().dropout is None
     with pytest.raises(ConfigError, match=message):
         TrainConfig(dropout=value)
+
+
+def test_the_quantization_stage_trains_without_dropout_by_default_and_a_recipe_can_keep_the_models():
+    from xtc.recipe import apply_options, recipe_from_dict
+
+    recipe = recipe_from_dict({"qat": {"epochs": 3}})
+    assert recipe.qat.dropout == 0.0  # the quantization stage's default, kept under a partial qat
+    assert recipe.finetune.dropout is None and recipe.reduce.dropout is None  # the teacher keeps its own
+    assert recipe_from_dict({"qat": {"dropout": None}}).qat.dropout is None  # `dropout: null`: the model's own
+    paper = apply_options(recipe, {"dropout": 0.1})  # BERT's own 0.1, as the paper trains: one option away
+    assert paper.qat.dropout == 0.1

@@ -103,7 +103,8 @@ OPTIONS: dict[str, Opt] = {
                                                 "other stages ignore it)",
                          show_default="0 = off"),
     "dropout": Opt(Optional[float], None, "dropout probability of the model being trained, in every stage "
-                                          "(0 = off); the saved model keeps its own", show_default="the model's own"),
+                                          "(0 = off); the saved model keeps its own",
+                   show_default=f"{_QAT.dropout:g} for quantization, the model's own for the others"),
     "bf16": Opt(Optional[bool], None, "train under bfloat16 autocast (about 1.5x faster steps on CPUs with AMX; "
                                       "weights and evaluation stay FP32)", ("--bf16/--fp32-training",),
                 show_default="--fp32-training"),
