@@ -37,8 +37,8 @@ pre-distilled model):
   6l_w1a8_warm10_row    6l_w1a8_warm10 with one weight scale per output row instead of one per matrix
   6l_w1a8_warm10_lat30  6l_w1a8_warm10 with the latent weights' rate 30x the learning rate instead of 10x
   6l_w1a8_warm10_drop0  6l_w1a8_warm10 with the student's dropout off while it distils (--dropout 0)
-  6l_w2a8_warm10 / 6l_w2a8_warm10_drop0   the same two for a ternary student (xtc's defaults for it,
-                        with and without the student's dropout)
+  6l_w2a8_warm10 / 6l_w2a8_warm10_drop0   the same two for a ternary student (the second, dropout off,
+                        is xtc's default for it)
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
