@@ -209,6 +209,9 @@ def plot(cells: dict) -> None:
 # The rows of README.md's summary table: (label, result row, inference file, model key, packed variant)
 SUMMARY = [
     ("MiniLM-L6, ternary, 9 epochs", "6l_w2a8_long", "inference.json", "minilm", "packed_w2a8"),
+    ("MiniLM-L6, ternary, 3 epochs, xtc's defaults", "6l_w2a8_warm10_drop0", "inference.json", "minilm", "packed_w2a8"),
+    ("MiniLM-L6, ternary, 3 epochs, the paper's warm-up and dropout", "6l_w2a8", "inference.json", "minilm",
+     "packed_w2a8"),
     ("MiniLM-L6, binary row-wise, 18 epochs", "6l_w1a8_xlong_row", "inference.json", "minilm", "packed_w1a8"),
     ("MiniLM-L6, binary, 3 epochs, xtc's defaults", "6l_w1a8_warm10_drop0", "inference.json", "minilm", "packed_w1a8"),
     ("MiniLM-L6, binary, 3 epochs, the paper's warm-up and dropout", "6l_w1a8", "inference.json", "minilm",
