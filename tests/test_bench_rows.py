@@ -50,6 +50,25 @@ def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
         assert recipe.qat.dropout == row.dropout, name  # the rows trained with the model's own dropout
 
 
+def test_minilm_default_recipes_train_their_rows_with_xtcs_defaults(run_glue):
+    """recipes/minilm-6l-w{1,2}a8.yaml say they are xtc's defaults and name the row that measured them."""
+    from xtc.recipe import Recipe
+
+    default = Recipe().qat
+    for recipe_name, name in [("minilm-6l-w1a8", "6l_w1a8_warm10_drop0"), ("minilm-6l-w2a8", "6l_w2a8_warm10_drop0")]:
+        path = ROOT / "recipes" / f"{recipe_name}.yaml"
+        row, recipe = run_glue.ROWS[name], load_recipe(path)
+        assert name in path.read_text(), recipe_name
+        assert recipe.quant.weight_bits == row.bits and recipe.layers is None, recipe_name
+        qat = recipe.qat
+        assert qat.epochs == run_glue.DEFAULT_EPOCHS * row.epochs, recipe_name
+        # the row's warm-up: its multiple of the runner's one epoch; the recipe's: one epoch capped by the fraction
+        assert min(qat.warmup_epochs, qat.max_warmup_fraction * qat.epochs) == pytest.approx(row.warmup), recipe_name
+        assert qat.dropout == row.dropout == default.dropout, recipe_name
+        assert qat.max_warmup_fraction == default.max_warmup_fraction, recipe_name
+        assert qat.group_by_length == row.length_grouped == default.group_by_length, recipe_name
+
+
 def test_rows_name_their_teacher_and_start(run_glue):
     for name, row in run_glue.ROWS.items():
         assert row.teacher_row in run_glue.ROWS, name
