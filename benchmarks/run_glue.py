@@ -39,6 +39,7 @@ pre-distilled model):
   6l_w1a8_warm10_drop0  6l_w1a8_warm10 with the student's dropout off while it distils (--dropout 0)
   6l_w2a8_warm10 / 6l_w2a8_warm10_drop0   the same two for a ternary student (the second, dropout off,
                         is xtc's default for it)
+  6l_w2a8_long_drop0    6l_w2a8_long (9 epochs) with xtc's defaults: warm-up 0.9 epoch (a tenth), dropout off
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -163,6 +164,8 @@ ROWS: dict[str, Row] = {
     # the same for a ternary student: whether its dropout is worth keeping (the screen above is binary only)
     "6l_w2a8_warm10": Row(bits=2, warmup=0.3, length_grouped=True),
     "6l_w2a8_warm10_drop0": Row(bits=2, warmup=0.3, length_grouped=True, dropout=0.0),
+    # xtc's defaults at the paper's ternary budget (9 epochs): the warm-up capped at a tenth of it, dropout off
+    "6l_w2a8_long_drop0": Row(bits=2, warmup=0.9, dropout=0.0, **LONG),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
