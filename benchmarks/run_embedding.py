@@ -177,7 +177,8 @@ ROWS["mpnet_6l_w1a8_4ep_bf16_emb30_att01_row_ffn2_qkv2_copy1ep_drop0"] = replace
 
 # the MiniLM pick with the student's dropout off, as the MPNet row above and the GLUE students gained
 ROWS["minilm_w1a8_4ep_bf16_emb30_we2_att01_drop0"] = replace(
-    ROWS["minilm_w1a8_4ep_bf16_emb30_we2_att01"], qat=(("bf16", True), ("epochs", 4.0), ("dropout", 0.0)))
+    ROWS["minilm_w1a8_4ep_bf16_emb30_we2_att01"],
+    qat=ROWS["minilm_w1a8_4ep_bf16_emb30_we2_att01"].qat + (("dropout", 0.0),))
 
 
 def commit() -> str:
