@@ -257,6 +257,7 @@ SCREENING = (
     ("6l_w1a8_warm10_lat30", "latent weights' rate 30x the learning rate instead of 10x", "6l_w1a8_warm10"),
     ("6l_w1a8_warm10_drop0", "the student's dropout off (0 instead of the model's 0.1)", "6l_w1a8_warm10"),
     ("6l_w2a8_warm10_drop0", "ternary (W2A8): the student's dropout off", "6l_w2a8_warm10"),
+    ("6l_w1a8_warm10_drop0_bs16", "batch 16 instead of 32: twice the optimizer steps in 3 epochs", "6l_w1a8_warm10_drop0"),
 )
 SCREEN_TASKS = ("mrpc", "stsb", "cola")
 

@@ -40,6 +40,7 @@ pre-distilled model):
   6l_w2a8_warm10 / 6l_w2a8_warm10_drop0   the same two for a ternary student (the second, dropout off,
                         is xtc's default for it)
   6l_w2a8_long_drop0    6l_w2a8_long (9 epochs) with xtc's defaults: warm-up 0.9 epoch (a tenth), dropout off
+  6l_w1a8_warm10_drop0_bs16   6l_w1a8_warm10_drop0 (the binary default) at batch 16: twice the steps
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -101,6 +102,7 @@ class Row:
     hid_weight: float = 1.0  # weight of the KD hidden-state term (XTC's: 1; issue 33's screening)
     lr_scale: float = 1.0  # the student's learning rate as a multiple of --lr (issue 33's screening)
     dropout: float | None = None  # the student's dropout while it trains; None = the model's own (0.1)
+    batch_size: int | None = None  # the student's batch size; None = TrainConfig's (32)
 
     @property
     def teacher_row(self) -> str:
@@ -166,6 +168,8 @@ ROWS: dict[str, Row] = {
     "6l_w2a8_warm10_drop0": Row(bits=2, warmup=0.3, length_grouped=True, dropout=0.0),
     # xtc's defaults at the paper's ternary budget (9 epochs): the warm-up capped at a tenth of it, dropout off
     "6l_w2a8_long_drop0": Row(bits=2, warmup=0.9, dropout=0.0, **LONG),
+    # issue 33: twice the optimizer steps within the same 3 epochs (a binary weight moves only by steps)
+    "6l_w1a8_warm10_drop0_bs16": Row(bits=1, warmup=0.3, length_grouped=True, dropout=0.0, batch_size=16),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
@@ -264,7 +268,8 @@ def run_unit(task: str, row: str, seed: int, args) -> dict:
     # the warm-up keeps its length (one epoch at most) unless the row scales it; only the decay grows
     cfg = replace(student_cfg, epochs=r.epochs * epochs, warmup_epochs=r.warmup * student_cfg.warmup_epochs,
                   average_last=r.average_last, ternary_first=r.ternary_first,
-                  learning_rate=r.lr_scale * student_cfg.learning_rate, dropout=r.dropout)
+                  learning_rate=r.lr_scale * student_cfg.learning_rate, dropout=r.dropout,
+                  batch_size=r.batch_size or student_cfg.batch_size)
     latent = r.latent_lr_scale if r.latent_lr_scale is not None else args.latent_lr_scale
     if latent is not None:
         cfg = replace(cfg, latent_lr_scale=latent)
@@ -319,6 +324,7 @@ def unit_result(task, row, seed, args, spec, summary, bits, layers, cfg, kwargs,
            for term in ("att", "pred", "hid")},
         "ternary_first": cfg.ternary_first,
         "dropout": cfg.dropout,  # None: the model's own
+        "batch_size": cfg.batch_size,
         "packed_bytes": packed_size(out / "model") if bits < 32 else None,
         "commit": started_at, "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "command": f"python benchmarks/run_glue.py --tasks {task} --rows {row} --seeds {seed}"
