@@ -156,3 +156,24 @@ def test_screening_rows_and_their_baselines_are_rows_of_the_runner(run_glue, mon
     # a screened change is not a row of the main GLUE table; its baseline is
     glue = make_table.table(cells)
     assert "| 6l_w1a8_lsq |" not in glue and "| 6l_w1a8_grouped |" in glue
+
+
+def test_summary_table_says_how_many_seeds_each_gap_averages(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import make_table
+
+    def result(task, row, seed, value):
+        return {"task": task, "row": row, "seed": seed, "main_metric": "m", "metrics": {"m": value / 100},
+                "dev_final": {"m": value / 100}, "weight_bits": 2, "layers": 6, "packed_bytes": None}
+
+    cells = {("mrpc", "teacher"): [result("mrpc", "teacher", s, 86.0) for s in (42, 43)],
+             ("rte", "teacher"): [result("rte", "teacher", 42, 60.0)],
+             ("mrpc", "6l_w2a8_long_drop0"): [result("mrpc", "6l_w2a8_long_drop0", 42, 85.0),
+                                              result("mrpc", "6l_w2a8_long_drop0", 43, 84.0)],
+             ("rte", "6l_w2a8_long_drop0"): [result("rte", "6l_w2a8_long_drop0", 42, 58.0)]}
+    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, xtc's defaults" in x)
+    # MRPC -1.5 over two seeds, RTE -2.0 over one: -1.75 over two tasks
+    assert "| -1.8 (-1.8), 2 tasks, 1-2 seeds |" in line
+    cells = {k: v[:1] for k, v in cells.items()}
+    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, xtc's defaults" in x)
+    assert "| -1.5 (-1.5), 2 tasks, 1 seed |" in line
