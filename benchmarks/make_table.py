@@ -346,8 +346,8 @@ def summary_table(cells: dict) -> str:
         end, best = gaps(cells, row, tasks, end=True), gaps(cells, row, tasks)
         size = next((r["packed_bytes"] for r in runs if r.get("packed_bytes")), None)
         fp32 = FP32_BYTES[ROWS[row].family]
-        seeds = sorted({len(cells[(t, row)]) for t in tasks})  # seeds per task: "1-3 seeds"
-        seeds_text = "-".join(map(str, seeds[::len(seeds) - 1] if len(seeds) > 1 else seeds))
+        seeds = sorted({len(cells[(t, row)]) for t in tasks})  # seeds per task, shown as "1-3 seeds"
+        seeds_text = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
         gap = (f"{statistics.mean(end):+.1f} ({statistics.mean(best):+.1f}), {len(best)} task"
                f"{'s' if len(best) > 1 else ''}, {seeds_text} seed{'s' if seeds[-1] > 1 else ''}"
                ) if best and len(end) == len(best) else "–"
