@@ -260,6 +260,8 @@ SCREENING = (
     ("6l_w1a8_warm10_drop0", "the student's dropout off (0 instead of the model's 0.1)", "6l_w1a8_warm10"),
     ("6l_w2a8_warm10_drop0", "ternary (W2A8): the student's dropout off", "6l_w2a8_warm10"),
     ("6l_w1a8_warm10_drop0_bs16", "batch 16 instead of 32: twice the optimizer steps in 3 epochs", "6l_w1a8_warm10_drop0"),
+    ("6l_w2a8_warm10_drop0_bs16", "ternary (W2A8) at batch 16 instead of 32", "6l_w2a8_warm10_drop0"),
+    ("6l_w1a8_warm10_drop0_bs8", "batch 8 instead of 16: twice the steps again", "6l_w1a8_warm10_drop0_bs16"),
 )
 SCREEN_TASKS = ("mrpc", "stsb", "cola")
 

@@ -41,6 +41,8 @@ pre-distilled model):
                         is xtc's default for it)
   6l_w2a8_long_drop0    6l_w2a8_long (9 epochs) with xtc's defaults: warm-up 0.9 epoch (a tenth), dropout off
   6l_w1a8_warm10_drop0_bs16   6l_w1a8_warm10_drop0 (the binary default) at batch 16: twice the steps
+  6l_w2a8_warm10_drop0_bs16   the same for the ternary default (6l_w2a8_warm10_drop0)
+  6l_w1a8_warm10_drop0_bs8    the binary default at batch 8: four times the steps
 
 The paper's scale: all-mpnet-base-v2 (12 layers, 768 wide; --mpnet-dir, fetched by
 ../shared/models/fetch_mpnet_base.sh) as the pre-trained model. Every row is an entry of ROWS below:
@@ -170,6 +172,10 @@ ROWS: dict[str, Row] = {
     "6l_w2a8_long_drop0": Row(bits=2, warmup=0.9, dropout=0.0, **LONG),
     # issue 33: twice the optimizer steps within the same 3 epochs (a binary weight moves only by steps)
     "6l_w1a8_warm10_drop0_bs16": Row(bits=1, warmup=0.3, length_grouped=True, dropout=0.0, batch_size=16),
+    # whether batch 16 holds for a ternary student (the quantization stage's defaults serve both), and
+    # whether the binary student gains again from twice as many steps once more
+    "6l_w2a8_warm10_drop0_bs16": Row(bits=2, warmup=0.3, length_grouped=True, dropout=0.0, batch_size=16),
+    "6l_w1a8_warm10_drop0_bs8": Row(bits=1, warmup=0.3, length_grouped=True, dropout=0.0, batch_size=8),
     # the paper's scale (issue 32); each also has a recipe in recipes/ (recipes/mpnet-*.yaml)
     "mpnet_teacher": Row(family="mpnet", num_layers=12, length_grouped=True),
     "mpnet_12l_w2a8": Row(family="mpnet", bits=2, num_layers=12, length_grouped=True),
