@@ -68,7 +68,7 @@ def timing(task: str, seed: int, teacher: Path, steps: int, work: Path) -> dict:
         ours_cmd = [str(ROOT / ".venv" / "bin" / "xtc"), "distill", "--teacher", str(teacher), "--task", task,
                     "--glue-dir", str(ROOT.parent / "shared" / "glue"), "--weight-bits", "1", "--max-steps",
                     str(steps), "--eval-steps", "100000", "--lr", "5e-5", "--seed", str(seed), "--output",
-                    str(ours_dir), *extra]
+                    str(ours_dir), "--batch-size", "32", *extra]  # the reference's batch, step for step
         ours_wall, ours_rss = run_measured(ours_cmd)
         ours = json.loads((ours_dir / "stage.json").read_text())
         result[name] = {"s_per_step_median": ours["s_per_step_median"], "train_wall_s": ours["train_wall_s"],

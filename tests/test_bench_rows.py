@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from xtc.config import TrainConfig
 from xtc.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,7 @@ def test_every_mpnet_row_has_a_recipe_that_trains_it(run_glue):
         assert recipe.finetune.epochs == recipe.qat.epochs == run_glue.DEFAULT_EPOCHS * row.epochs
         assert recipe.qat.group_by_length == row.length_grouped
         assert recipe.qat.dropout == row.dropout, name  # the rows trained with the model's own dropout
+        assert recipe.qat.batch_size == (row.batch_size or TrainConfig().batch_size), name  # batch 32
 
 
 def test_minilm_default_recipes_train_their_rows_with_xtcs_defaults(run_glue):
@@ -55,7 +57,8 @@ def test_minilm_default_recipes_train_their_rows_with_xtcs_defaults(run_glue):
     from xtc.recipe import Recipe
 
     default = Recipe().qat
-    for recipe_name, name in [("minilm-6l-w1a8", "6l_w1a8_warm10_drop0"), ("minilm-6l-w2a8", "6l_w2a8_warm10_drop0")]:
+    for recipe_name, name in [("minilm-6l-w1a8", "6l_w1a8_warm10_drop0_bs16"),
+                               ("minilm-6l-w2a8", "6l_w2a8_warm10_drop0_bs16")]:
         path = ROOT / "recipes" / f"{recipe_name}.yaml"
         row, recipe = run_glue.ROWS[name], load_recipe(path)
         assert name in path.read_text(), recipe_name
@@ -67,6 +70,7 @@ def test_minilm_default_recipes_train_their_rows_with_xtcs_defaults(run_glue):
         assert qat.dropout == row.dropout == default.dropout, recipe_name
         assert qat.max_warmup_fraction == default.max_warmup_fraction, recipe_name
         assert qat.group_by_length == row.length_grouped == default.group_by_length, recipe_name
+        assert qat.batch_size == row.batch_size == default.batch_size, recipe_name
 
 
 def test_rows_name_their_teacher_and_start(run_glue):
@@ -88,6 +92,7 @@ def test_every_embedding_row_has_its_recipe(run_embedding):
         recipe = load_recipe(ROOT / "recipes" / f"{row.recipe}.yaml")
         assert recipe.task == "embedding" and recipe.quant is not None, name
         assert recipe.qat.select_on == "last", name  # the rows report the end of the budget
+        assert recipe.qat.batch_size == TrainConfig().batch_size, name  # as they were measured: batch 32
         assert (recipe.layers is None) == ("_6l_" not in name and "_5l_" not in name), name
 
 
@@ -171,9 +176,9 @@ def test_summary_table_says_how_many_seeds_each_gap_averages(monkeypatch):
              ("mrpc", "6l_w2a8_long_drop0"): [result("mrpc", "6l_w2a8_long_drop0", 42, 85.0),
                                               result("mrpc", "6l_w2a8_long_drop0", 43, 84.0)],
              ("rte", "6l_w2a8_long_drop0"): [result("rte", "6l_w2a8_long_drop0", 42, 58.0)]}
-    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, xtc's defaults" in x)
+    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, short warm-up" in x)
     # MRPC -1.5 over two seeds, RTE -2.0 over one: -1.75 over two tasks
     assert "| -1.8 (-1.8), 2 tasks, 1-2 seeds |" in line
     cells = {k: v[:1] for k, v in cells.items()}
-    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, xtc's defaults" in x)
+    line = next(x for x in make_table.summary_table(cells).splitlines() if "9 epochs, short warm-up" in x)
     assert "| -1.5 (-1.5), 2 tasks, 1 seed |" in line
