@@ -71,10 +71,11 @@ class Recipe:
     reduce: TrainConfig = field(default_factory=TrainConfig)  # FP32 layer-reduction KD stage
     # quantization-aware KD stage; its warm-up is at most a tenth of its steps (TrainConfig.max_warmup_fraction)
     # and the student trains without dropout (benchmarks/README.md, issue 33's screen: ahead at the end on MRPC,
-    # STS-B and CoLA over three seeds); `dropout: null` keeps the model's own 0.1, as the paper trains. Batches
-    # of 16: a binary or ternary weight moves only step by step, and twice the steps in the same epochs end
-    # closer to the teacher (issue 33's screen, five tasks); `batch_size: 32` is the paper's
-    qat: TrainConfig = field(default_factory=lambda: TrainConfig(max_warmup_fraction=0.1, dropout=0.0, batch_size=16))
+    # STS-B and CoLA over three seeds); `dropout: null` keeps the model's own 0.1, as the paper trains.
+    # Batches of 16: a binary or ternary weight moves only step by step, and twice the steps in the same
+    # epochs end closer to the teacher (issue 33's screen, five tasks); `batch_size: 32` is the paper's
+    qat: TrainConfig = field(
+        default_factory=lambda: TrainConfig(max_warmup_fraction=0.1, dropout=0.0, batch_size=16))
     seed: int = 42
 
     def __post_init__(self):
